@@ -1,0 +1,1 @@
+"""GGUF names, metadata keys, writer and reader for OmniModel."""
