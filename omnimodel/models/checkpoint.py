@@ -1,0 +1,258 @@
+"""Read and write OpenVLA-OFT checkpoints in the exact layout of the released Hugging Face repos."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from omnimodel.errors import CheckpointError, ConfigError
+from omnimodel.models.openvla_oft import KNOWN_TOWERS, OpenVLAOFT, OpenVLAOFTConfig, TowerConfig
+from omnimodel.models.safetensors_mmap import open_safetensors
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+STATS_FILE = "dataset_statistics.json"
+# LlamaConfig defaults as transformers 4.40.1 had them: the released text_config omits these.
+_LLAMA_DEFAULTS = {
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": None,
+    "vocab_size": 32000,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 2048,
+}
+_TEXT_FIELDS = {
+    "hidden_size": "hidden",
+    "intermediate_size": "mlp",
+    "num_hidden_layers": "layers",
+    "num_attention_heads": "heads",
+    "num_key_value_heads": "kv_heads",
+    "vocab_size": "vocab",
+    "rms_norm_eps": "rms_eps",
+    "rope_theta": "rope_theta",
+    "max_position_embeddings": "max_positions",
+}
+
+
+def config_to_json(cfg: OpenVLAOFTConfig) -> dict:
+    """config.json as OpenVLAConfig writes it; our own tower sizes go under `omnimodel_towers`."""
+    text = {"model_type": "llama", "pad_token_id": cfg.pad_token_id, "torch_dtype": "bfloat16"}
+    for hf, ours in _TEXT_FIELDS.items():
+        default = _LLAMA_DEFAULTS[hf]
+        value = getattr(cfg, ours)
+        if hf == "num_key_value_heads" and value == cfg.heads:
+            continue
+        if value != default:
+            text[hf] = value
+    out = {
+        "model_type": "openvla",
+        "architectures": ["OpenVLAForActionPrediction"],
+        "auto_map": {
+            "AutoConfig": "configuration_prismatic.OpenVLAConfig",
+            "AutoModelForVision2Seq": "modeling_prismatic.OpenVLAForActionPrediction",
+        },
+        "vision_backbone_id": "dinosiglip-vit-so-224px",
+        "llm_backbone_id": "llama2-7b-pure",
+        "hf_llm_id": "meta-llama/Llama-2-7b-hf",
+        "arch_specifier": "no-align+fused-gelu-mlp",
+        "use_fused_vision_backbone": True,
+        "image_resize_strategy": "resize-naive",
+        "image_sizes": [cfg.dino.image, cfg.siglip.image],
+        "timm_model_ids": [cfg.dino.timm_id, cfg.siglip.timm_id],
+        "timm_override_act_layers": [None, None],
+        "llm_max_length": cfg.max_positions,
+        "pad_token_id": cfg.pad_token_id,
+        "pad_to_multiple_of": 64,
+        "output_projector_states": False,
+        "n_action_bins": 256,
+        "norm_stats": {},
+        "text_config": text,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.40.1",
+    }
+    if any(t not in KNOWN_TOWERS for t in out["timm_model_ids"]):
+        out["omnimodel_towers"] = [vars(cfg.dino), vars(cfg.siglip)]
+    out["omnimodel_preset"] = cfg.name
+    return out
+
+
+def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
+    """Map a released (or our) config.json onto OpenVLAOFTConfig, filling LlamaConfig defaults."""
+    try:
+        ids = d["timm_model_ids"]
+        if "omnimodel_towers" in d:
+            dino, siglip = (TowerConfig(**t) for t in d["omnimodel_towers"])
+        else:
+            dino, siglip = (TowerConfig(**vars(KNOWN_TOWERS[i])) for i in ids)
+    except KeyError as exc:
+        raise ConfigError(f"{source}: unknown or missing vision tower {exc}; expected timm_model_ids of a dinosiglip backbone") from None
+    text = {**_LLAMA_DEFAULTS, **d.get("text_config", {})}
+    kw = {ours: text[hf] for hf, ours in _TEXT_FIELDS.items()}
+    if kw["kv_heads"] is None:
+        kw["kv_heads"] = kw["heads"]
+    vocab, pad_multiple = kw["vocab"], d.get("pad_to_multiple_of", 64)
+    pad_id = d.get("pad_token_id", text.get("pad_token_id", 32000))
+    cfg = OpenVLAOFTConfig(
+        dino,
+        siglip,
+        text_vocab=vocab - pad_multiple if vocab % pad_multiple == 0 and vocab - pad_multiple >= pad_id else pad_id,
+        pad_token_id=pad_id,
+        name=d.get("omnimodel_preset", "openvla-oft"),
+        **kw,
+    )
+    if cfg.hidden % cfg.heads or cfg.dino.width % cfg.dino.heads or cfg.siglip.width % cfg.siglip.heads:
+        raise ConfigError(f"{source}: hidden sizes must divide by the head counts (hidden {cfg.hidden}, heads {cfg.heads})")
+    return cfg
+
+
+def _side_file(ckpt: Path, component: str) -> Path:
+    """The one file holding `component` and 'checkpoint' in its name (as the OFT eval finds it)."""
+    hits = sorted(p for p in ckpt.iterdir() if component in p.name and "checkpoint" in p.name)
+    if not hits:
+        raise CheckpointError(f"{ckpt}: no {component}--<step>_checkpoint.pt file; copy it from the released checkpoint")
+    if len(hits) > 1:
+        raise CheckpointError(f"{ckpt}: several {component} files ({', '.join(p.name for p in hits)}); keep one")
+    return hits[0]
+
+
+def _load_side_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # torch raises several types for a truncated zip
+        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]}); re-download it") from None
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def read_config(ckpt: Path) -> OpenVLAOFTConfig:
+    """Parse a checkpoint's config.json."""
+    path = Path(ckpt) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing; a checkpoint directory needs its config.json")
+    try:
+        raw = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    return config_from_json(raw, str(path))
+
+
+def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint (shards memory-mapped) with `action_head.`/`proprio_projector.` side files."""
+    ckpt = Path(ckpt)
+    index = ckpt / INDEX_FILE
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{index}: corrupt shard index ({exc})") from None
+        shards = sorted(set(weight_map.values()))
+    elif (ckpt / SINGLE_FILE).exists():
+        weight_map, shards = None, [SINGLE_FILE]
+    else:
+        raise CheckpointError(f"{ckpt}: neither {INDEX_FILE} nor {SINGLE_FILE}; not a checkpoint directory")
+    state: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors = open_safetensors(ckpt / shard)
+        if weight_map is not None:
+            missing = [k for k, f in weight_map.items() if f == shard and k not in tensors]
+            if missing:
+                raise CheckpointError(f"{ckpt / shard}: lacks {missing[0]} listed in {INDEX_FILE}; re-download the shard")
+        state.update(tensors)
+    for component in ("action_head", "proprio_projector"):
+        for k, v in _load_side_state(_side_file(ckpt, component)).items():
+            state[f"{component}.{k}"] = v
+    return state
+
+
+def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
+    """Build the model from config.json and load every tensor, checking names and shapes."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_dir():
+        raise CheckpointError(f"{ckpt}: checkpoint directory not found")
+    cfg = read_config(ckpt)
+    state = read_state_dict(ckpt)
+    with torch.device("meta"):
+        model = OpenVLAOFT(cfg)
+    expected = dict(model.state_dict())
+    for key, ref in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{ckpt}: tensor {key} missing from the checkpoint; config.json and weights disagree")
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{ckpt}: {key} has shape {tuple(state[key].shape)} but config.json implies {tuple(ref.shape)}; fix config.json"
+            )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{ckpt}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?")
+    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    # Non-persistent buffers (RoPE inverse frequencies) are not in the checkpoint: rebuild them.
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    model.language_model.model.rotary_emb = LlamaRotaryEmbedding(model.language_model.config)
+    stale = [n for n, b in model.named_buffers() if b.is_meta]
+    if stale:
+        raise CheckpointError(f"internal: buffers {stale} were not materialised")
+    return model.eval()
+
+
+def write_checkpoint(
+    model: OpenVLAOFT, out: Path, stats: dict, tokenizer_writer, max_shard_bytes: int = 4_000_000_000, step: str = "latest"
+) -> None:
+    """Write model + side files + statistics in the released layout into an existing directory `out`."""
+    cfg = model.cfg
+    (out / "config.json").write_text(json.dumps(config_to_json(cfg), indent=2))
+    (out / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": cfg.pad_token_id, "transformers_version": "4.40.1"}, indent=2)
+    )
+    (out / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "PrismaticImageProcessor",
+                "image_resize_strategy": "resize-naive",
+                "input_sizes": [[3, cfg.dino.image, cfg.dino.image], [3, cfg.siglip.image, cfg.siglip.image]],
+                "interpolations": ["bicubic", "bicubic"],
+                "means": [[0.485, 0.456, 0.406], [0.5, 0.5, 0.5]],
+                "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
+                "tvf_crop_params": [{"output_size": [224, 224]}, {"output_size": [224, 224]}],
+                "tvf_normalize_params": [
+                    {"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375], "inplace": False},
+                    {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "inplace": False},
+                ],
+                "tvf_resize_params": [{"size": [224, 224], "interpolation": 3, "antialias": True}] * 2,
+                "use_fused_vision_backbone": True,
+            },
+            indent=2,
+        )
+    )
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=2))
+    tokenizer_writer(out)
+    main = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items() if not k.startswith(("action_head.", "proprio_projector."))}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, t in main.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(out / SINGLE_FILE), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(out / name), metadata={"format": "pt"})
+            weight_map.update({k: name for k in shard})
+        total = sum(t.numel() * t.element_size() for t in main.values())
+        (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    head = OrderedDict((f"module.{k}", v.detach().to(torch.bfloat16).clone()) for k, v in model.action_head.state_dict().items())
+    torch.save(head, out / f"action_head--{step}_checkpoint.pt")
+    proprio = OrderedDict((f"module.{k}", v.detach().float().clone()) for k, v in model.proprio_projector.state_dict().items())
+    torch.save(proprio, out / f"proprio_projector--{step}_checkpoint.pt")
