@@ -458,7 +458,7 @@ def init_weights(model: OpenVLAOFT, seed: int) -> None:
         return torch.randn(shape, generator=gen) * std
 
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             params = dict(module.named_parameters(recurse=False))
             if not params:
                 continue
