@@ -69,7 +69,7 @@ def _enc_q8_0(x, w, scales):
 
 def _enc_iq4_nl(x, w, scales):
     lv = Levels(0, 15, torch.tensor(IQ4_VALUES, dtype=torch.float32))
-    d, idx = _single_scale(x, w, lv, None if scales is None else scales.d, 7, 1.0)
+    d, idx = _single_scale(x, w, lv, None if scales is None else scales.d, 15, 1.0)
     return torch.cat([_f16_bytes(d), _pack_nibbles32(idx.reshape(-1, 32))], dim=1)
 
 
@@ -84,23 +84,34 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
     S = x.shape[0]
     xs, ws = x.reshape(S, nsub, -1), w.reshape(S, nsub, -1)
 
-    def quantize_with(d, codes):
+    def quantize_sub(d, codes):
         e = d[:, None] * codes
         idx, q = levels.nearest(xs * _safe_div(torch.ones_like(e), e)[..., None])
         q = torch.where(e[..., None] != 0, q, torch.zeros_like(q))
-        return idx, q, weighted_err(x, w, (e[..., None] * q).reshape(S, -1))
+        return idx, q, weighted_err(xs, ws, e[..., None] * q)
+
+    def quantize_with(d, codes):
+        # choose each sub-block's code among code-1, code, code+1 for this d
+        idx, q, err = quantize_sub(d, codes)
+        for delta in (-1.0, 1.0):
+            c2 = (codes + delta).clamp(cmin, cmax)
+            idx2, q2, err2 = quantize_sub(d, c2)
+            b = err2 < err
+            codes = torch.where(b, c2, codes)
+            idx, q, err = torch.where(b[..., None], idx2, idx), torch.where(b[..., None], q2, q), torch.where(b, err2, err)
+        return codes, idx, q, err.sum(-1)
 
     if fixed is not None:
         d = f16(fixed.d.reshape(-1).to(x))
         codes = fixed.sub.reshape(S, nsub).to(x).round().clamp(cmin, cmax)
-        idx, _, _ = quantize_with(d, codes)
+        idx, _, _ = quantize_sub(d, codes)
         return d, codes, idx
     sub = symmetric_block_scale(xs.reshape(S * nsub, -1), ws.reshape(S * nsub, -1), levels, ntry, step).reshape(S, nsub)
     amax, imax = sub.abs().max(-1)
     smax = sub.gather(-1, imax[:, None]).squeeze(-1)
     d = f16(smax / cmin)
     codes = torch.round(sub * _safe_div(torch.ones_like(d), d)[:, None]).clamp(cmin, cmax)
-    idx, q, err = quantize_with(d, codes)
+    codes, idx, q, err = quantize_with(d, codes)
     for _ in range(3):
         # refit each sub-block's code against the current levels, then the super-block d
         sqx, sqq = (ws * q * xs).sum(-1), (ws * q * q).sum(-1)
@@ -108,7 +119,7 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
         codes2 = codes2.clamp(cmin, cmax)
         y = codes2[..., None] * q
         d2 = f16(_safe_div((ws * y * xs).sum((-1, -2)), (ws * y * y).sum((-1, -2))))
-        idx2, q2, err2 = quantize_with(d2, codes2)
+        codes2, idx2, q2, err2 = quantize_with(d2, codes2)
         better = err2 < err
         d, codes, idx, q, err = (_pick(better, a, b) for a, b in ((d2, d), (codes2, codes), (idx2, idx), (q2, q), (err2, err)))
     return d, codes, idx
@@ -140,7 +151,7 @@ def _enc_q3_k(x, w, scales):
 
 def _enc_iq4_xs(x, w, scales):
     lv = Levels(0, 15, torch.tensor(IQ4_VALUES, dtype=torch.float32))
-    d, codes, idx = _two_level_sym(x, w, 8, lv, -32, 31, scales, 7, 1.0)
+    d, codes, idx = _two_level_sym(x, w, 8, lv, -32, 31, scales, 15, 1.0)
     lc = _u8(codes + 32)
     sl = (lc[:, 0::2] & 15) | ((lc[:, 1::2] & 15) << 4)  # [S, 4]
     h = (lc >> 4).to(torch.int32)
@@ -158,25 +169,35 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
     S = x.shape[0]
     xs, ws = x.reshape(S, nsub, -1), w.reshape(S, nsub, -1)
 
-    def quantize_with(d, dm, sc, m):
+    def quantize_sub(d, dm, sc, m):
         e, o = d[:, None] * sc, dm[:, None] * m
         L = torch.round((xs + o[..., None]) * _safe_div(torch.ones_like(e), e)[..., None]).clamp(0, nmax)
         L = torch.where(e[..., None] > 0, L, torch.zeros_like(L))
-        y = e[..., None] * L - o[..., None]
-        return L, weighted_err(x, w, y.reshape(S, -1))
+        return L, weighted_err(xs, ws, e[..., None] * L - o[..., None])
+
+    def quantize_with(d, dm, sc, m):
+        # choose each sub-block's (scale, min) codes among the +-1 neighbours for this d, dmin
+        L, err = quantize_sub(d, dm, sc, m)
+        for ds, dmm in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            sc2, m2 = (sc + ds).clamp(0, cmax), (m + dmm).clamp(0, cmax)
+            L2, err2 = quantize_sub(d, dm, sc2, m2)
+            b = err2 < err
+            sc, m = torch.where(b, sc2, sc), torch.where(b, m2, m)
+            L, err = torch.where(b[..., None], L2, L), torch.where(b, err2, err)
+        return sc, m, L, err.sum(-1)
 
     if fixed is not None:
         d, dm = f16(fixed.d.reshape(-1).to(x)), f16(fixed.dmin.reshape(-1).to(x))
         sc = fixed.sc.reshape(S, nsub).to(x).round().clamp(0, cmax)
         m = fixed.m.reshape(S, nsub).to(x).round().clamp(0, cmax)
-        L, _ = quantize_with(d, dm, sc, m)
+        L, _ = quantize_sub(d, dm, sc, m)
         return d, dm, sc, m, L
     s, mn = affine_block_scale(xs.reshape(S * nsub, -1), ws.reshape(S * nsub, -1), nmax, rmin, rdelta, nstep)
     s, mn = s.reshape(S, nsub), mn.reshape(S, nsub)
     d, dm = f16(s.max(-1).values / cmax), f16(mn.max(-1).values / cmax)
     sc = torch.round(s * _safe_div(torch.ones_like(d), d)[:, None]).clamp(0, cmax)
     m = torch.round(mn * _safe_div(torch.ones_like(dm), dm)[:, None]).clamp(0, cmax)
-    L, err = quantize_with(d, dm, sc, m)
+    sc, m, L, err = quantize_with(d, dm, sc, m)
     for _ in range(3):
         # refit per sub-block (scale, min) for the current codes, re-round them, then refit d, dmin
         sw, sl = ws.sum(-1), (ws * L).sum(-1)
@@ -194,7 +215,7 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
         d2 = torch.where(det2 > 0, _safe_div(sxa * sbb - sxb * sab, det2), d)
         dm2 = torch.where(det2 > 0, _safe_div(sxa * sab - sxb * saa, det2), dm)
         d2, dm2 = f16(d2.clamp(min=0)), f16(dm2.clamp(min=0))
-        L2, err2 = quantize_with(d2, dm2, sc2, m2)
+        sc2, m2, L2, err2 = quantize_with(d2, dm2, sc2, m2)
         better = err2 < err
         d, dm, sc, m, L, err = (
             _pick(better, a, b) for a, b in ((d2, d), (dm2, dm), (sc2, sc), (m2, m), (L2, L), (err2, err))

@@ -1,0 +1,95 @@
+"""GGML's own C quantizer, dequantizer and GGUF reader through ctypes: the reference we test against.
+
+The library directory comes from `OMNIMODEL_GGML_LIB_DIR`, else from the toolchain's cached CPU
+build (`omnimodel.toolchain.ensure_ggml_build("cpu").lib_dir`) when that module exists.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from omnimodel.errors import ToolchainError
+from omnimodel.quant.formats import get_format
+
+
+class _TypeTraits(ctypes.Structure):
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
+
+
+_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
+def find_lib_dir(build: bool = False) -> Path | None:
+    """Directory holding libggml-base.so, or None when no build is known (build=True may build one)."""
+    env = os.environ.get("OMNIMODEL_GGML_LIB_DIR")
+    if env:
+        return Path(env) if (Path(env) / "libggml-base.so").exists() else None
+    try:
+        from omnimodel.toolchain import ensure_ggml_build  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    try:
+        if not build:
+            from omnimodel.toolchain import cached_ggml_build  # type: ignore[attr-defined]
+
+            b = cached_ggml_build("cpu")
+            return None if b is None else Path(b.lib_dir)
+        return Path(ensure_ggml_build("cpu").lib_dir)
+    except (ImportError, ToolchainError):
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def load(lib_dir: str) -> ctypes.CDLL:
+    """Load libggml-base from `lib_dir` and declare the functions we call."""
+    path = Path(lib_dir) / "libggml-base.so"
+    if not path.exists():
+        raise ToolchainError(f"{path} not found; build GGML first (omnimodel doctor)")
+    lib = ctypes.CDLL(str(path))
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [
+        ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+    ]
+    lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
+    lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
+    return lib
+
+
+def dequantize(lib: ctypes.CDLL, data: np.ndarray, qtype: str, n: int) -> np.ndarray:
+    """GGML's C to_float of `n` elements held in `data` (uint8)."""
+    fmt = get_format(qtype)
+    traits = lib.ggml_get_type_traits(fmt.ggml_type).contents
+    if not traits.to_float:
+        raise ToolchainError(f"GGML has no to_float for {qtype}")
+    src = np.ascontiguousarray(data, dtype=np.uint8)
+    out = np.empty(n, dtype=np.float32)
+    _TO_FLOAT(traits.to_float)(src.ctypes.data, out.ctypes.data, n)
+    return out
+
+
+def quantize(lib: ctypes.CDLL, w: np.ndarray, qtype: str, imatrix: np.ndarray | None = None) -> np.ndarray:
+    """GGML's reference quantizer (`ggml_quantize_chunk`) on a [rows, cols] float32 matrix."""
+    fmt = get_format(qtype)
+    rows, cols = w.shape
+    src = np.ascontiguousarray(w, dtype=np.float32)
+    dst = np.empty(rows * fmt.row_bytes(cols), dtype=np.uint8)
+    imat = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+    lib.ggml_quantize_chunk(
+        fmt.ggml_type, src.ctypes.data, dst.ctypes.data, 0, rows, cols, None if imat is None else imat.ctypes.data
+    )
+    return dst.reshape(rows, -1)
