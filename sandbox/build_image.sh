@@ -40,6 +40,8 @@ if [[ ! -s "$tarball" ]]; then
     # Same user layout as the Dockerfile: an unprivileged user 1000 that owns nothing.
     chroot "$root" /usr/sbin/groupadd -g 1000 omni
     chroot "$root" /usr/sbin/useradd -u 1000 -g 1000 -M -d /tmp -s /bin/sh omni
+    # Host paths are mounted at the same path inside; a root host user's cache lives under /root.
+    chmod 0755 "$root/root"
     # Trim what a compiler sandbox never needs (keeps the image and the import small).
     chroot "$root" apt-get clean
     rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* \

@@ -1,0 +1,67 @@
+"""The sandbox interface: run one command in a work dir under time, memory and process limits."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+KilledBy = Literal["timeout", "memory", "pids"] | None
+
+# Bytes kept from each of stdout and stderr (the tail): a runaway print loop must not fill memory.
+OUTPUT_LIMIT = 4 << 20
+
+
+@dataclass
+class RunResult:
+    """What one sandboxed command did."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    wall_s: float
+    killed_by: KilledBy
+    backend: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0 and no limit killed it."""
+        return self.exit_code == 0 and self.killed_by is None
+
+
+class Sandbox(abc.ABC):
+    """A place to run untrusted build and test commands."""
+
+    name: str = "abstract"
+    #: One line saying why this backend was chosen (filled by get_sandbox).
+    reason: str = ""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        cmd: list[str],
+        workdir: Path,
+        *,
+        timeout_s: float,
+        memory_mb: int,
+        pids: int = 256,
+        ro_mounts: dict[Path, str] | None = None,
+        env: dict | None = None,
+        cpus: float | None = None,
+    ) -> RunResult:
+        """Run `cmd` in `workdir` (read-write) with the limits; `ro_mounts` maps host paths to paths inside."""
+
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """A string that changes whenever the toolchain inside changes (image id, or host compiler)."""
+
+
+def tail_text(data: bytes | str) -> str:
+    """Decode and keep the last OUTPUT_LIMIT bytes."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    if len(data) > OUTPUT_LIMIT:
+        data = b"[...truncated...]\n" + data[-OUTPUT_LIMIT:]
+    return data.decode("utf-8", "replace")
