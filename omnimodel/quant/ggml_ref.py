@@ -73,6 +73,8 @@ def load(lib_dir: str) -> ctypes.CDLL:
 def dequantize(lib: ctypes.CDLL, data: np.ndarray, qtype: str, n: int) -> np.ndarray:
     """GGML's C to_float of `n` elements held in `data` (uint8)."""
     fmt = get_format(qtype)
+    if fmt.name == "F32":  # GGML has no converter for its native type: the bytes are the floats
+        return np.ascontiguousarray(data, dtype=np.uint8).view(np.float32).reshape(-1)[:n].copy()
     traits = lib.ggml_get_type_traits(fmt.ggml_type).contents
     if not traits.to_float:
         raise ToolchainError(f"GGML has no to_float for {qtype}")
