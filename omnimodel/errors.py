@@ -41,3 +41,7 @@ class PipelineError(OmniError):
 
 class NotImplementedYet(OmniError):
     """A stage that a later issue builds."""
+
+
+class CalibError(OmniError):
+    """Demonstration / calibration data is missing, unreadable or not in LIBERO's HDF5 layout."""
