@@ -1,7 +1,7 @@
 """GGML's own C quantizer, dequantizer and GGUF reader through ctypes: the reference we test against.
 
 The library directory comes from `OMNIMODEL_GGML_LIB_DIR`, else from the toolchain's cached CPU
-build (`omnimodel.toolchain.ensure_ggml_build("cpu").lib_dir`) when that module exists.
+build (`omnimodel.toolchain.build.ensure_ggml_build("cpu").lib_dir`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimodel.errors import ToolchainError
+from omnimodel.errors import OmniError, ToolchainError
 from omnimodel.quant.formats import get_format
 
 
@@ -38,18 +38,18 @@ def find_lib_dir(build: bool = False) -> Path | None:
     if env:
         return Path(env) if (Path(env) / "libggml-base.so").exists() else None
     try:
-        from omnimodel.toolchain import ensure_ggml_build  # type: ignore[attr-defined]
+        from omnimodel.toolchain.build import ensure_ggml_build, list_builds
     except ImportError:
         return None
     try:
-        if not build:
-            from omnimodel.toolchain import cached_ggml_build  # type: ignore[attr-defined]
-
-            b = cached_ggml_build("cpu")
-            return None if b is None else Path(b.lib_dir)
-        return Path(ensure_ggml_build("cpu").lib_dir)
-    except (ImportError, ToolchainError):
+        if build:
+            return Path(ensure_ggml_build("cpu").lib_dir)
+    except OmniError:
         return None
+    for b in list_builds():
+        if b.backend == "cpu" and (b.lib_dir / "libggml-base.so").exists():
+            return b.lib_dir
+    return None
 
 
 @functools.lru_cache(maxsize=4)
