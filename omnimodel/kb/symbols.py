@@ -115,6 +115,8 @@ class CppExtractor:
         self.src = blank_export_macros(text).encode("utf-8")
         self.display = display
         self.out: list[Symbol] = []
+        self.classes: set[str] = set()
+        self.namespaces: set[str] = set()
 
     def run(self) -> list[Symbol]:
         """Parse and return the symbols."""
@@ -141,7 +143,15 @@ class CppExtractor:
     def _visit(self, node, owner: str) -> None:  # noqa: ANN001
         for child in node.children:
             kind = child.type
-            if kind in self.CONTAINERS:
+            if kind == "namespace_definition":
+                name_node = child.child_by_field_name("name")
+                inner = self._text(name_node) if name_node is not None else ""
+                body = child.child_by_field_name("body")
+                if body is not None:
+                    scope = f"{owner}::{inner}" if owner and inner else (inner or owner)
+                    self.namespaces.add(scope)
+                    self._visit(body, scope)
+            elif kind in self.CONTAINERS:
                 self._visit(child, owner)
             elif kind == "function_definition":
                 self._function(child, owner, body=child.child_by_field_name("body"))
@@ -169,7 +179,10 @@ class CppExtractor:
         if not name:
             return
         qualified = f"{owner}::{name}" if owner else name
-        kind = "method" if owner or "::" in name else "function"
+        prefix = qualified.rsplit("::", 1)[0] if "::" in qualified else ""
+        kind = (
+            "method" if prefix in self.classes or (prefix and prefix not in self.namespaces) else "function"
+        )
         head = self._text(node)[: (body.start_byte - node.start_byte) if body is not None else None]
         signature = _collapse(head).rstrip(";").strip()
         self.out.append(
@@ -204,6 +217,7 @@ class CppExtractor:
             )
         )
         if node.type != "enum_specifier":
+            self.classes.add(qualified)
             self._visit(body, qualified)
 
 
