@@ -149,6 +149,54 @@ def skills_remove(name: str = typer.Argument(..., help="Skill name.")) -> None:
     console.print(f"removed {remove_skill(name)}")
 
 
+# ---------------------------------------------------------------- doctor / toolchain
+toolchain_app = typer.Typer(no_args_is_help=True, help="The pinned GGML source and its cached builds.")
+app.add_typer(toolchain_app, name="toolchain")
+
+
+@app.command("doctor")
+def doctor(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required component is missing.")) -> None:
+    """Show what is present and missing (compiler, GGML, Docker, CUDA, LLM keys) and how to fix each."""
+    from rich.console import Console as RichConsole
+
+    from omnimodel.doctor import render, run_checks
+
+    checks = run_checks()
+    RichConsole().print(render(checks))
+    if strict and any(c.required and not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@toolchain_app.command("build")
+def toolchain_build(
+    backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto (cuda needs local)"),
+    check: bool = typer.Option(False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."),
+) -> None:
+    """Build (or reuse) the GGML libraries for a backend; print the prefix, key and timings."""
+    import tempfile
+    import time
+
+    from omnimodel.sandbox import get_sandbox
+    from omnimodel.toolchain import ensure_ggml_build
+
+    box = get_sandbox(sandbox)
+    console.print(f"sandbox: {box.name} ({box.reason})")
+    t0 = time.monotonic()
+    build = ensure_ggml_build(backend, box)
+    typer.echo(json.dumps({"prefix": str(build.prefix), "backend": build.backend, "key": build.key,
+                           "seconds": round(time.monotonic() - t0, 3), "timings": build.info.get("timings")}))
+    if check:
+        from omnimodel.toolchain.selfcheck import run_selfcheck
+
+        with tempfile.TemporaryDirectory(prefix="omnimodel-selfcheck-") as tmp:
+            res = run_selfcheck(Path(tmp), backend, box)
+        typer.echo(json.dumps({"selfcheck": res.__dict__}))
+        if res.max_abs_err > 1e-5:
+            console.print(f"[red]self-check max abs err {res.max_abs_err:.3g} > 1e-5[/red]")
+            raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
