@@ -26,7 +26,7 @@ HEADERS = {
     "include/ggml-cpu.h": "ggml_cpu_api.md",
     "include/gguf.h": "gguf_api.md",
 }
-PUBLIC_DECL = re.compile(r"\b[A-Z][A-Z0-9_]*_API\b[^;{}]*?\b(\w+)\s*\(", re.S)
+PUBLIC_DECL = re.compile(r"\b[A-Z][A-Z0-9_]*_API\b[^;{}#]*?\b(\w+)\s*\(", re.S)
 BANNER = re.compile(
     r"(?:\A|\n[ \t]*\n)[ \t]*//[ \t]*\n[ \t]*//[ \t]*([A-Za-z][\w ,/&-]{1,58})[ \t]*\n[ \t]*//[ \t]*\n"
 )
