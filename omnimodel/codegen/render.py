@@ -1,0 +1,105 @@
+"""Render templates/cpp plus the chosen skills into a run's `cpp/` CMake project."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import jinja2
+
+from omnimodel.atomic import atomic_dir
+from omnimodel.errors import ConfigError
+from omnimodel.ggufio import names
+from omnimodel.paths import skills_dir, templates_dir
+from omnimodel.skills import Skill, load_skill
+
+log = logging.getLogger(__name__)
+
+MODEL_SOURCE = "omnimodel_policy.cpp"
+HEADER = "omnimodel_policy.h"
+CLI_SOURCE = "policy_cli.cpp"
+LIBRARY = "libomnimodel_policy.so"
+CLI_BINARY = "policy_cli"
+
+# The skills the OpenVLA-OFT model source calls, in the order their functions are emitted.
+OPENVLA_OFT_SKILLS = (
+    "patch_embedding",
+    "dinov2_block",
+    "siglip_block",
+    "fused_projector",
+    "proprio_projector",
+    "llama_decoder_layer",
+    "rms_norm_final",
+    "oft_parallel_decoding",
+    "mlp_resnet_action_head",
+)
+
+
+def _env(root: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(root)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _render_skill(skill: Skill) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    try:
+        text = skill.template_path.read_text(encoding="utf-8")
+        return env.from_string(text).render(skill=skill).rstrip() + "\n"
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"skill {skill.name}: template does not render ({exc}); fix {skill.path}") from None
+
+
+def choose_skills(
+    wanted: Iterable[str] = OPENVLA_OFT_SKILLS,
+    skills_root: Path | None = None,
+    overrides: Mapping[str, Path] | None = None,
+) -> list[Skill]:
+    """The skills to emit, in order; `overrides` maps a skill name to another folder (a test copy)."""
+    root = Path(skills_root) if skills_root else skills_dir()
+    chosen = []
+    for name in wanted:
+        folder = Path(overrides[name]) if overrides and name in overrides else root / name
+        if not (folder / "SKILL.md").is_file():
+            raise ConfigError(f"no skill {name!r} at {folder}: the generated model source needs it")
+        chosen.append(load_skill(folder))
+    return chosen
+
+
+def render_sources(skills: list[Skill], model_name: str = "openvla-oft") -> dict[str, str]:
+    """File name -> text of the generated project."""
+    env = _env(templates_dir())
+    ctx = {
+        "model_name": model_name,
+        "arch": names.ARCH,
+        "skills": [
+            {"name": s.name, "version": s.version, "provenance": s.provenance, "code": _render_skill(s)} for s in skills
+        ],
+    }
+    return {
+        "CMakeLists.txt": env.get_template("CMakeLists.txt.j2").render(**ctx),
+        MODEL_SOURCE: env.get_template(MODEL_SOURCE + ".j2").render(**ctx),
+    }
+
+
+def render_project(
+    run_dir: Path,
+    skills: list[Skill] | None = None,
+    model_name: str = "openvla-oft",
+) -> Path:
+    """Write `run_dir/cpp/` (CMake project, model source, C header, CLI) and return its path."""
+    skills = skills if skills is not None else choose_skills()
+    sources = render_sources(skills, model_name)
+    final = Path(run_dir) / "cpp"
+    with atomic_dir(final) as tmp:
+        for fname, text in sources.items():
+            (tmp / fname).write_text(text)
+        for fname in (HEADER, CLI_SOURCE):
+            shutil.copyfile(templates_dir() / fname, tmp / fname)
+    log.info("rendered %s with skills %s", final, ", ".join(s.name for s in skills))
+    return final
