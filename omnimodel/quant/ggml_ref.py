@@ -95,3 +95,54 @@ def quantize(lib: ctypes.CDLL, w: np.ndarray, qtype: str, imatrix: np.ndarray | 
         fmt.ggml_type, src.ctypes.data, dst.ctypes.data, 0, rows, cols, None if imat is None else imat.ctypes.data
     )
     return dst.reshape(rows, -1)
+
+
+class _GGUFInitParams(ctypes.Structure):
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.POINTER(ctypes.c_void_p))]
+
+
+class _TensorHead(ctypes.Structure):
+    """The leading fields of `struct ggml_tensor` (type, buffer, ne[4])."""
+
+    _fields_ = [("type", ctypes.c_int), ("buffer", ctypes.c_void_p), ("ne", ctypes.c_int64 * 4)]
+
+
+def read_gguf_c(lib: ctypes.CDLL, path: str | os.PathLike) -> dict[str, tuple[int, tuple[int, ...], bytes]]:
+    """Every tensor of a GGUF file as GGML's C reader sees it: (type id, row-major shape, data bytes)."""
+    lib.gguf_init_from_file.restype = ctypes.c_void_p
+    lib.gguf_init_from_file.argtypes = [ctypes.c_char_p, _GGUFInitParams]
+    for fn, res in (
+        ("gguf_get_n_tensors", ctypes.c_int64), ("gguf_get_tensor_offset", ctypes.c_size_t),
+        ("gguf_get_tensor_name", ctypes.c_char_p), ("gguf_get_tensor_type", ctypes.c_int),
+        ("gguf_get_tensor_size", ctypes.c_size_t),
+    ):
+        getattr(lib, fn).restype = res
+        getattr(lib, fn).argtypes = [ctypes.c_void_p] + ([ctypes.c_int64] if fn != "gguf_get_n_tensors" else [])
+    lib.gguf_get_data_offset.restype = ctypes.c_size_t
+    lib.gguf_get_data_offset.argtypes = [ctypes.c_void_p]
+    lib.gguf_free.argtypes = [ctypes.c_void_p]
+    lib.ggml_get_tensor.restype = ctypes.POINTER(_TensorHead)
+    lib.ggml_get_tensor.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.ggml_free.argtypes = [ctypes.c_void_p]
+    gctx = ctypes.c_void_p()
+    ctx = lib.gguf_init_from_file(str(path).encode(), _GGUFInitParams(True, ctypes.pointer(gctx)))
+    if not ctx:
+        raise ToolchainError(f"{path}: GGML's gguf_init_from_file rejected the file")
+    try:
+        data_off = lib.gguf_get_data_offset(ctx)
+        out = {}
+        with open(path, "rb") as f:
+            for i in range(lib.gguf_get_n_tensors(ctx)):
+                name = lib.gguf_get_tensor_name(ctx, i)
+                head = lib.ggml_get_tensor(gctx, name).contents
+                ne = [int(x) for x in head.ne]
+                while len(ne) > 1 and ne[-1] == 1:
+                    ne.pop()
+                f.seek(data_off + lib.gguf_get_tensor_offset(ctx, i))
+                data = f.read(lib.gguf_get_tensor_size(ctx, i))
+                out[name.decode()] = (int(lib.gguf_get_tensor_type(ctx, i)), tuple(reversed(ne)), data)
+        return out
+    finally:
+        lib.gguf_free(ctx)
+        if gctx.value:
+            lib.ggml_free(gctx)
