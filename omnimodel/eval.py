@@ -1,0 +1,331 @@
+"""`omnimodel eval`: closed-loop success per suite and offline action L1 for any policy with `predict_action`.
+
+A policy is any object with `predict_action(images, proprio, instruction) -> (chunk, 7)`
+returning un-normalised actions in OpenVLA-OFT's convention (gripper 1 open / 0 close). Each
+chunk is executed open loop, each action post-processed like OFT's LIBERO eval (`process_action`).
+Environments are Gymnasium-style (`reset(seed=...)`, 5-tuple `step`) with LIBERO's observation
+keys; users plug their own in through `EvalTask` (and the CLI's `--tasks MODULE:FUNCTION`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from omnimodel.atomic import atomic_path
+from omnimodel.errors import CheckpointError, ConfigError, NotImplementedYet
+
+log = logging.getLogger(__name__)
+
+
+class Policy(Protocol):
+    """What eval drives: 224x224 uint8 images [third-person, wrist], raw 8-D proprio, instruction."""
+
+    def predict_action(
+        self, images: list[np.ndarray], proprio: np.ndarray, instruction: str
+    ) -> np.ndarray: ...
+
+
+def libero_observation(obs: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    """OFT's prepare step for LIBERO-convention observations: rotate both images 180 degrees, build the 8-D state."""
+    images = [
+        np.ascontiguousarray(obs[k][::-1, ::-1]) for k in ("agentview_image", "robot0_eye_in_hand_image")
+    ]
+    if "state" in obs:
+        state = np.asarray(obs["state"], np.float32)
+    else:
+        state = np.concatenate([obs["robot0_eef_pos"], _quat_to_axis_angle(obs["robot0_eef_quat"]),
+                                obs["robot0_gripper_qpos"]]).astype(np.float32)  # fmt: skip
+    return images, state
+
+
+def _quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
+    """Robosuite (x, y, z, w) quaternion to axis-angle, as LIBERO's eval does."""
+    x, y, z, w = (float(v) for v in q)
+    w = min(max(w, -1.0), 1.0)
+    den = np.sqrt(1.0 - w * w)
+    if np.isclose(den, 0.0):
+        return np.zeros(3)
+    return np.array([x, y, z]) * 2.0 * np.arccos(w) / den
+
+
+def process_action(action: np.ndarray) -> np.ndarray:
+    """OFT's post-processing: gripper [0, 1] -> [-1, 1], binarised by sign, then sign flipped (1 open -> -1 open)."""
+    out = np.array(action, dtype=np.float64, copy=True)
+    g = 2.0 * out[..., 6] - 1.0
+    out[..., 6] = -np.sign(g)
+    return out
+
+
+@dataclass
+class EvalTask:
+    """One task to evaluate: suite, name, instruction, step limit and a factory for its Gymnasium-style env."""
+
+    suite: str
+    name: str
+    instruction: str
+    max_steps: int
+    make_env: Callable[[], Any]
+    prepare: Callable[[dict], tuple[list[np.ndarray], np.ndarray]] = libero_observation
+
+
+def suite_eval_tasks(suites: list[str] | tuple[str, ...] | None = None) -> list[EvalTask]:
+    """EvalTasks for our built-in suites (default: all four)."""
+    from omnimodel.suite import SUITE_NAMES, SuiteEnv, suite_tasks
+
+    tasks = []
+    for suite in suites or SUITE_NAMES:
+        for t in suite_tasks(suite):
+            tasks.append(EvalTask(suite, t.name, t.instruction, t.max_steps, lambda t=t: SuiteEnv(t)))
+    return tasks
+
+
+def load_tasks(spec: str) -> list[EvalTask]:
+    """User tasks from 'package.module:function' (a function returning a list of EvalTask)."""
+    module, _, func = spec.partition(":")
+    if not module or not func:
+        raise ConfigError(f"--tasks {spec!r} must look like package.module:function")
+    try:
+        tasks = getattr(importlib.import_module(module), func)()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load tasks from {spec!r}: {exc}") from exc
+    if not tasks or not all(isinstance(t, EvalTask) for t in tasks):
+        raise ConfigError(f"{spec} must return a non-empty list of omnimodel.eval.EvalTask")
+    return list(tasks)
+
+
+def episode_seed(seed: int, suite: str, task_index: int, episode: int) -> int:
+    """Env seed of one eval episode (disjoint from the demonstration seeds of `omnimodel suite export`)."""
+    from omnimodel.suite.export import episode_seed as _seed
+
+    return _seed("eval", seed, suite, task_index, episode)
+
+
+def run_episode(policy: Policy, task: EvalTask, env_seed: int, postprocess: bool = True) -> tuple[bool, int]:
+    """One closed-loop episode, executing each predicted chunk open loop: (success, steps)."""
+    env = task.make_env()
+    obs, info = env.reset(seed=env_seed)
+    steps = 0
+    while steps < task.max_steps:
+        images, proprio = task.prepare(obs)
+        chunk = np.asarray(policy.predict_action(images, proprio, task.instruction), dtype=np.float64)
+        chunk = chunk.reshape(-1, chunk.shape[-1])
+        if chunk.shape[1] != 7 or not np.all(np.isfinite(chunk)):
+            raise ConfigError(
+                f"policy returned actions of shape {chunk.shape} or non-finite values; expected (chunk, 7)"
+            )
+        for action in chunk:
+            obs, _, terminated, truncated, info = env.step(process_action(action) if postprocess else action)
+            steps += 1
+            if terminated:
+                return bool(info.get("success", True)), steps
+            if truncated or steps >= task.max_steps:
+                return bool(info.get("success", False)), steps
+    return bool(info.get("success", False)), steps
+
+
+@dataclass
+class ClosedLoopResult:
+    """Success per suite and per task, and how many episodes were run."""
+
+    success_per_suite: dict[str, float]
+    success_per_task: dict[str, float]
+    episodes: int
+    mean_steps: float
+    seconds: float
+    per_episode: list[dict] = field(default_factory=list)
+
+
+def evaluate_closed_loop(
+    policy: Policy,
+    tasks: list[EvalTask],
+    episodes_per_task: int,
+    seed: int = 0,
+    postprocess: bool = True,
+    show_progress: bool = True,
+) -> ClosedLoopResult:
+    """Run `episodes_per_task` seeded episodes of every task; success fraction per suite and task."""
+    if episodes_per_task < 1:
+        raise ConfigError("--episodes-per-task must be at least 1")
+    start = time.perf_counter()
+    per_task: dict[str, list[bool]] = {}
+    per_suite: dict[str, list[bool]] = {}
+    rows, steps = [], []
+    task_index: dict[str, int] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, disable=not show_progress, transient=True) as bar:
+        tid = bar.add_task("closed-loop eval", total=len(tasks) * episodes_per_task, rate="")
+        for task in tasks:
+            idx = task_index[task.suite] = task_index.get(task.suite, -1) + 1
+            for ep in range(episodes_per_task):
+                env_seed = episode_seed(seed, task.suite, idx, ep)
+                ok, n = run_episode(policy, task, env_seed, postprocess)
+                per_task.setdefault(f"{task.suite}/{task.name}", []).append(ok)
+                per_suite.setdefault(task.suite, []).append(ok)
+                rows.append(
+                    {"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n}
+                )
+                steps.append(n)
+                done = [s for v in per_suite.values() for s in v]
+                bar.update(tid, advance=1, description=f"{task.suite}", rate=f"success {np.mean(done):.0%}")
+    return ClosedLoopResult(
+        {k: float(np.mean(v)) for k, v in per_suite.items()},
+        {k: float(np.mean(v)) for k, v in per_task.items()},
+        len(rows),
+        float(np.mean(steps)),
+        time.perf_counter() - start,
+        rows,
+    )
+
+
+def offline_l1(policy: Policy, demos, max_frames: int | None = 256, seed: int = 0) -> dict[str, Any]:
+    """Mean |predicted - ground-truth| over action chunks of held-out demos (policy convention, un-normalised)."""
+    from omnimodel.calib import FrameDataset, read_demos, subsample_frames
+
+    episodes = read_demos(demos) if isinstance(demos, (str, Path)) else list(demos)
+    ds = FrameDataset(episodes, subsample_frames(episodes, max_frames, seed))
+    errs = []
+    try:
+        for k in range(len(ds)):
+            s = ds[k]
+            pred = np.asarray(policy.predict_action(s.images, s.proprio, s.instruction), np.float64)
+            n = min(len(pred), len(s.actions))
+            errs.append(np.abs(pred[:n] - s.actions[:n]).mean(0))
+    finally:
+        ds.close()
+    per_dim = np.mean(errs, 0)
+    return {"action_l1": float(per_dim.mean()), "action_l1_per_dim": per_dim.tolist(), "frames": len(errs)}
+
+
+# ---------------------------------------------------------------- targets and the command
+def detect_target(path: str | Path) -> str:
+    """'run' for a native run directory (report.json / model.gguf), 'checkpoint' for one with config.json."""
+    p = Path(path)
+    if not p.is_dir():
+        raise CheckpointError(f"{p} is not a directory: pass a checkpoint directory or a run directory")
+    if (p / "report.json").is_file() or (p / "model.gguf").is_file():
+        return "run"
+    if (p / "config.json").is_file():
+        return "checkpoint"
+    raise CheckpointError(
+        f"{p} has neither report.json/model.gguf (run dir) nor config.json (checkpoint dir)"
+    )
+
+
+def _bits_per_weight(path: Path, kind: str, policy: Any) -> float | None:
+    bpw = getattr(policy, "bits_per_weight", None)
+    if bpw is not None:
+        return float(bpw)
+    try:
+        if kind == "run" and (path / "report.json").is_file():
+            return float(json.loads((path / "report.json").read_text())["gguf"]["bpw"])
+        if kind == "checkpoint":
+            dtype = json.loads((path / "config.json").read_text()).get("torch_dtype", "float32")
+            return 32.0 if dtype == "float32" else 16.0
+    except (KeyError, ValueError, TypeError):
+        log.warning("could not read bits per weight of %s", path)
+    return None
+
+
+def load_target(path: str | Path) -> tuple[Policy, str, float | None]:
+    """Load a checkpoint (PyTorch) or a run directory (native runtime): (policy, backend, bits per weight)."""
+    p = Path(path)
+    kind = detect_target(p)
+    if kind == "checkpoint":
+        from omnimodel import models
+
+        policy = models.load(p)
+        backend = "pytorch"
+    else:
+        try:
+            from omnimodel import runtime
+        except ImportError as exc:
+            raise NotImplementedYet(
+                f"the native runtime (omnimodel.runtime) is not available to load {p}"
+            ) from exc
+        policy = runtime.load(p)
+        backend = getattr(policy, "backend", "native")
+    return policy, str(backend), _bits_per_weight(p, kind, policy)
+
+
+def evaluate_target(
+    target: str | Path | None,
+    policy: Policy,
+    backend: str,
+    bpw: float | None,
+    tasks: list[EvalTask],
+    episodes_per_task: int,
+    seed: int,
+    demos: str | Path | None = None,
+    offline_frames: int | None = 256,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Closed loop (and offline L1 when `demos` is given) for one policy, as the eval.json dict."""
+    closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, show_progress=show_progress)
+    result: dict[str, Any] = {
+        "target": str(target) if target is not None else None,
+        "backend": backend,
+        "bits_per_weight": bpw,
+        "seed": seed,
+        "episodes": closed.episodes,
+        "episodes_per_task": episodes_per_task,
+        "success_per_suite": closed.success_per_suite,
+        "success_mean": float(np.mean(list(closed.success_per_suite.values()))),
+        "success_per_task": closed.success_per_task,
+        "mean_steps": closed.mean_steps,
+        "seconds": closed.seconds,
+        "per_episode": closed.per_episode,
+    }
+    if demos is not None:
+        result["offline"] = offline_l1(policy, demos, offline_frames, seed)
+        result["action_l1"] = result["offline"]["action_l1"]
+    return result
+
+
+def write_json(data: dict, out: str | Path) -> Path:
+    """Write eval.json atomically."""
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+    return out
+
+
+def plot_success_vs_bpw(results: list[dict], png: str | Path) -> Path:
+    """Plot mean and per-suite success against bits per weight for several eval results (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in results if r.get("bits_per_weight") is not None]
+    if not pts:
+        raise ConfigError("no result carries bits_per_weight; cannot plot success against it")
+    pts.sort(key=lambda r: r["bits_per_weight"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [r["bits_per_weight"] for r in pts]
+    for suite in sorted({s for r in pts for s in r["success_per_suite"]}):
+        ax.plot(
+            x, [100 * r["success_per_suite"].get(suite, np.nan) for r in pts], "o--", alpha=0.6, label=suite
+        )
+    ax.plot(x, [100 * r["success_mean"] for r in pts], "ks-", lw=2, label="mean")
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = Path(png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return png
