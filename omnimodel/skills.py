@@ -252,12 +252,22 @@ def _check_template(path: Path) -> None:
         raise SkillError(f"{path}:{exc.lineno}: template is not valid Jinja2 ({exc.message})") from exc
 
 
-def load_skills(directory: Path | None = None) -> list[Skill]:
-    """Every valid skill under `directory` (default skills/), sorted by name; invalid folders raise."""
+def load_skills(directory: Path | None = None, strict: bool = False) -> list[Skill]:
+    """Every valid skill under `directory` (default skills/), sorted by name.
+
+    Invalid folders are skipped with a warning (see `invalid_skills`), or raise when `strict`.
+    """
     directory = Path(directory) if directory is not None else skills_dir()
     if not directory.is_dir():
         return []
-    skills = [load_skill(d) for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    skills: list[Skill] = []
+    for folder in _skill_folders(directory):
+        try:
+            skills.append(load_skill(folder))
+        except SkillError as exc:
+            if strict:
+                raise
+            log.warning("skipping invalid skill: %s", exc)
     seen: dict[str, Path] = {}
     for skill in skills:
         if skill.name in seen:
@@ -266,6 +276,22 @@ def load_skills(directory: Path | None = None) -> list[Skill]:
             )
         seen[skill.name] = skill.path
     return skills
+
+
+def invalid_skills(directory: Path | None = None) -> list[tuple[Path, str]]:
+    """Folders under skills/ that do not load, each with the reason."""
+    directory = Path(directory) if directory is not None else skills_dir()
+    problems = []
+    for folder in _skill_folders(directory) if directory.is_dir() else []:
+        try:
+            load_skill(folder)
+        except SkillError as exc:
+            problems.append((folder, str(exc)))
+    return problems
+
+
+def _skill_folders(directory: Path) -> list[Path]:
+    return [d for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")]
 
 
 def match_skill(module_class: str, param_names: list[str], skills: list[Skill]) -> Skill | None:
