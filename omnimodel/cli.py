@@ -147,41 +147,6 @@ def skills_remove(name: str = typer.Argument(..., help="Skill name.")) -> None:
     console.print(f"removed {remove_skill(name)}")
 
 
-# ---------------------------------------------------------------- quantize / inspect (helper B)
-@app.command("quantize")
-def quantize_cmd(
-    src: str = typer.Argument(..., help="Checkpoint directory or preset name (preset: random init, seed 0)."),
-    method: str = typer.Option("q8_0", "--method", help="f32 | f16 | bf16 | q8_0 | rtn:<type> | a plugin name."),
-    out: Path = typer.Option(..., "--out", help="GGUF file to write."),
-    device: str = typer.Option("cpu", "--device", help="Where the encoders run: cpu or cuda."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-) -> None:
-    """Write the whole model as GGUF, every quantizable weight in the method's type (the rest F32)."""
-    from omnimodel.ggufio.convert import convert
-
-    res = convert(src, out, method, device=device)
-    info = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
-            "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}
-    if as_json:
-        typer.echo(json.dumps(info))
-    else:
-        typer.echo(f"wrote {res.path} ({res.bytes / 1e6:.2f} MB, {res.bpw:.3f} bpw quantized, {res.bpw_overall:.3f} overall)")
-        for name, (want, got) in res.fallbacks.items():
-            typer.echo(f"  {name}: {want} does not fit its rows, wrote {got}")
-
-
-@app.command("inspect")
-def inspect_cmd(
-    path: Path = typer.Argument(..., help="GGUF file."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable output."),
-) -> None:
-    """Print a GGUF's metadata, each tensor's type/shape/bytes, and bits per weight per component."""
-    from omnimodel.ggufio.reader import format_summary, summarize
-
-    summary = summarize(path)
-    typer.echo(json.dumps(summary.to_json()) if as_json else format_summary(summary))
-
-
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
