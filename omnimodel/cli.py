@@ -147,6 +147,151 @@ def skills_remove(name: str = typer.Argument(..., help="Skill name.")) -> None:
     console.print(f"removed {remove_skill(name)}")
 
 
+# ---------------------------------------------------------------- doctor / toolchain
+toolchain_app = typer.Typer(no_args_is_help=True, help="The pinned GGML source and its cached builds.")
+app.add_typer(toolchain_app, name="toolchain")
+
+
+@app.command("doctor")
+def doctor(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required component is missing.")) -> None:
+    """Show what is present and missing (compiler, GGML, Docker, CUDA, LLM keys) and how to fix each."""
+    from rich.console import Console as RichConsole
+
+    from omnimodel.doctor import render, run_checks
+
+    checks = run_checks()
+    RichConsole().print(render(checks))
+    if strict and any(c.required and not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@toolchain_app.command("build")
+def toolchain_build(
+    backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto (cuda needs local)"),
+    check: bool = typer.Option(False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."),
+) -> None:
+    """Build (or reuse) the GGML libraries for a backend; print the prefix, key and timings."""
+    import tempfile
+    import time
+
+    from omnimodel.sandbox import get_sandbox
+    from omnimodel.toolchain import ensure_ggml_build
+
+    box = get_sandbox(sandbox)
+    console.print(f"sandbox: {box.name} ({box.reason})")
+    t0 = time.monotonic()
+    build = ensure_ggml_build(backend, box)
+    typer.echo(json.dumps({"prefix": str(build.prefix), "backend": build.backend, "key": build.key,
+                           "seconds": round(time.monotonic() - t0, 3), "timings": build.info.get("timings")}))
+    if check:
+        from omnimodel.toolchain.selfcheck import run_selfcheck
+
+        with tempfile.TemporaryDirectory(prefix="omnimodel-selfcheck-") as tmp:
+            res = run_selfcheck(Path(tmp), backend, box)
+        typer.echo(json.dumps({"selfcheck": res.__dict__}))
+        if res.max_abs_err > 1e-5:
+            console.print(f"[red]self-check max abs err {res.max_abs_err:.3g} > 1e-5[/red]")
+            raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- suite and eval
+suite_app = typer.Typer(no_args_is_help=True, help="The built-in LIBERO-style manipulation suite.")
+app.add_typer(suite_app, name="suite")
+
+
+@suite_app.command("export")
+def suite_export(
+    out: Path = typer.Option(..., "--out", help="Directory for <suite>/<task>_demo.hdf5 files."),
+    episodes_per_task: int = typer.Option(50, "--episodes-per-task", help="Successful expert demos per task."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the demonstration episodes."),
+    suites: str = typer.Option("", "--suites", help="Comma-separated suites (default: all four)."),
+) -> None:
+    """Write scripted-expert demonstrations in LIBERO's HDF5 layout."""
+    from omnimodel.suite.export import export_suites
+    from omnimodel.suite.tasks import SUITE_NAMES
+
+    names = [s for s in suites.split(",") if s] or list(SUITE_NAMES)
+    paths = export_suites(out, episodes_per_task, seed, names)
+    console.print(f"wrote {len(paths)} task files ({episodes_per_task} demos each) under {out}")
+
+
+@suite_app.command("list")
+def suite_list() -> None:
+    """List suites, tasks and their instructions."""
+    from omnimodel.suite.tasks import SUITE_NAMES, suite_tasks
+
+    for suite in SUITE_NAMES:
+        for t in suite_tasks(suite):
+            typer.echo(f"{suite}\t{t.max_steps}\t{t.instruction}")
+
+
+@app.command("eval")
+def eval_cmd(
+    targets: list[Path] = typer.Argument(..., help="Checkpoint dir(s) (config.json) or run dir(s) (report.json)."),
+    out: Path = typer.Option(Path("eval.json"), "--out", help="Where to write eval.json."),
+    episodes_per_task: int = typer.Option(10, "--episodes-per-task", help="Closed-loop episodes per task."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the eval episodes."),
+    suites: str = typer.Option("", "--suites", help="Comma-separated suites (default: all four)."),
+    demos: Path | None = typer.Option(None, "--demos", help="Held-out LIBERO-style demos for offline action L1."),
+    offline_frames: int = typer.Option(256, "--offline-frames", help="Frames sampled for the offline L1."),
+    tasks_from: str = typer.Option("", "--tasks", help="Your own tasks: package.module:function -> list[EvalTask]."),
+    plot: Path | None = typer.Option(None, "--plot", help="PNG of success vs bits per weight (several targets)."),
+) -> None:
+    """Closed-loop success per suite (and offline action L1) of PyTorch checkpoints or native runs."""
+    from omnimodel import eval as ev
+
+    names = [s for s in suites.split(",") if s] or None
+    tasks = ev.load_tasks(tasks_from) if tasks_from else ev.suite_eval_tasks(names)
+    results = []
+    for target in targets:
+        policy, backend, bpw = ev.load_target(target)
+        res = ev.evaluate_target(target, policy, backend, bpw, tasks, episodes_per_task, seed, demos, offline_frames)
+        results.append(res)
+        table = "  ".join(f"{k} {100 * v:.1f}%" for k, v in res["success_per_suite"].items())
+        console.print(f"{target} [{backend}]: {table}  mean {100 * res['success_mean']:.1f}%")
+    ev.write_json(results[0] if len(results) == 1 else {"runs": results}, out)
+    if len(results) > 1 or plot is not None:
+        png = ev.plot_success_vs_bpw(results, plot or out.with_suffix(".png"))
+        console.print(f"plot: {png}")
+    console.print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- quantize / inspect (helper B)
+@app.command("quantize")
+def quantize_cmd(
+    src: str = typer.Argument(..., help="Checkpoint directory or preset name (preset: random init, seed 0)."),
+    method: str = typer.Option("q8_0", "--method", help="f32 | f16 | bf16 | q8_0 | rtn:<type> | a plugin name."),
+    out: Path = typer.Option(..., "--out", help="GGUF file to write."),
+    device: str = typer.Option("cpu", "--device", help="Where the encoders run: cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write the whole model as GGUF, every quantizable weight in the method's type (the rest F32)."""
+    from omnimodel.ggufio.convert import convert
+
+    res = convert(src, out, method, device=device)
+    info = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
+            "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}
+    if as_json:
+        typer.echo(json.dumps(info))
+    else:
+        typer.echo(f"wrote {res.path} ({res.bytes / 1e6:.2f} MB, {res.bpw:.3f} bpw quantized, {res.bpw_overall:.3f} overall)")
+        for name, (want, got) in res.fallbacks.items():
+            typer.echo(f"  {name}: {want} does not fit its rows, wrote {got}")
+
+
+@app.command("inspect")
+def inspect_cmd(
+    path: Path = typer.Argument(..., help="GGUF file."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable output."),
+) -> None:
+    """Print a GGUF's metadata, each tensor's type/shape/bytes, and bits per weight per component."""
+    from omnimodel.ggufio.reader import format_summary, summarize
+
+    summary = summarize(path)
+    typer.echo(json.dumps(summary.to_json()) if as_json else format_summary(summary))
+
+
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
