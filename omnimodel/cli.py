@@ -55,6 +55,95 @@ def zoo_path(name: str = typer.Argument(..., help="Name of a shipped checkpoint.
     typer.echo(str(zoo.shipped_path(name)))
 
 
+@app.command("port")
+def port(
+    model: str = typer.Argument("openvla-oft", help="Model family (openvla-oft)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."),
+    quant: str = typer.Option("f32", "--quant", help="f32|f16|bf16|q8_0|rtn:<type>|actquant:<bpw>"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration demonstrations (actquant)."),
+    backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto"),
+    llm: Optional[str] = typer.Option(None, "--llm", help="openai:MODEL|anthropic:MODEL|record:P:M|replay:FILE"),
+    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<model>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the port in RUN_DIR."),
+    max_iterations: int = typer.Option(3, "--max-iterations", help="Reflector iterations before giving up."),
+    unnorm_key: Optional[str] = typer.Option(None, "--unnorm-key", help="dataset_statistics.json key."),
+    skills_dir: Optional[Path] = typer.Option(None, "--skills-dir", help="Use this skills/ folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable events."),
+) -> None:
+    """Port a PyTorch policy to a native GGML build at numerical parity."""
+    from omnimodel import port as port_mod
+
+    if resume:
+        opts = port_mod.resume_options(str(resume))
+    else:
+        opts = port_mod.new_options(
+            model,
+            str(checkpoint) if checkpoint else None,
+            str(run_dir) if run_dir else None,
+            quant=quant,
+            calib=str(calib) if calib else None,
+            backend=backend,
+            sandbox=sandbox,
+            llm=llm,
+            max_iterations=max_iterations,
+            unnorm_key=unnorm_key,
+            skills_dir=str(skills_dir) if skills_dir else None,
+        )
+    report = port_mod.run_port(opts, resume=resume is not None, json_events=as_json, console=console)
+    if report["status"] != "ok":
+        console.print(f"[red]port failed[/red] at {report.get('failing_module')}: {report.get('diagnosis') or report.get('error')}")
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- doctor / toolchain
+toolchain_app = typer.Typer(no_args_is_help=True, help="The pinned GGML source and its cached builds.")
+app.add_typer(toolchain_app, name="toolchain")
+
+
+@app.command("doctor")
+def doctor(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required component is missing.")) -> None:
+    """Show what is present and missing (compiler, GGML, Docker, CUDA, LLM keys) and how to fix each."""
+    from rich.console import Console as RichConsole
+
+    from omnimodel.doctor import render, run_checks
+
+    checks = run_checks()
+    RichConsole().print(render(checks))
+    if strict and any(c.required and not c.ok for c in checks):
+        raise typer.Exit(1)
+
+
+@toolchain_app.command("build")
+def toolchain_build(
+    backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
+    sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto (cuda needs local)"),
+    check: bool = typer.Option(False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."),
+) -> None:
+    """Build (or reuse) the GGML libraries for a backend; print the prefix, key and timings."""
+    import tempfile
+    import time
+
+    from omnimodel.sandbox import get_sandbox
+    from omnimodel.toolchain import ensure_ggml_build
+
+    box = get_sandbox(sandbox)
+    console.print(f"sandbox: {box.name} ({box.reason})")
+    t0 = time.monotonic()
+    build = ensure_ggml_build(backend, box)
+    typer.echo(json.dumps({"prefix": str(build.prefix), "backend": build.backend, "key": build.key,
+                           "seconds": round(time.monotonic() - t0, 3), "timings": build.info.get("timings")}))
+    if check:
+        from omnimodel.toolchain.selfcheck import run_selfcheck
+
+        with tempfile.TemporaryDirectory(prefix="omnimodel-selfcheck-") as tmp:
+            res = run_selfcheck(Path(tmp), backend, box)
+        typer.echo(json.dumps({"selfcheck": res.__dict__}))
+        if res.max_abs_err > 1e-5:
+            console.print(f"[red]self-check max abs err {res.max_abs_err:.3g} > 1e-5[/red]")
+            raise typer.Exit(1)
+
+
 # ---------------------------------------------------------------- kb, skills (helper D)
 kb_app = typer.Typer(no_args_is_help=True, help="Knowledge base: GGML API notes, skills, converted models.")
 app.add_typer(kb_app, name="kb")
@@ -145,54 +234,6 @@ def skills_remove(name: str = typer.Argument(..., help="Skill name.")) -> None:
     from omnimodel.skills import remove_skill
 
     console.print(f"removed {remove_skill(name)}")
-
-
-# ---------------------------------------------------------------- doctor / toolchain
-toolchain_app = typer.Typer(no_args_is_help=True, help="The pinned GGML source and its cached builds.")
-app.add_typer(toolchain_app, name="toolchain")
-
-
-@app.command("doctor")
-def doctor(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required component is missing.")) -> None:
-    """Show what is present and missing (compiler, GGML, Docker, CUDA, LLM keys) and how to fix each."""
-    from rich.console import Console as RichConsole
-
-    from omnimodel.doctor import render, run_checks
-
-    checks = run_checks()
-    RichConsole().print(render(checks))
-    if strict and any(c.required and not c.ok for c in checks):
-        raise typer.Exit(1)
-
-
-@toolchain_app.command("build")
-def toolchain_build(
-    backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
-    sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto (cuda needs local)"),
-    check: bool = typer.Option(False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."),
-) -> None:
-    """Build (or reuse) the GGML libraries for a backend; print the prefix, key and timings."""
-    import tempfile
-    import time
-
-    from omnimodel.sandbox import get_sandbox
-    from omnimodel.toolchain import ensure_ggml_build
-
-    box = get_sandbox(sandbox)
-    console.print(f"sandbox: {box.name} ({box.reason})")
-    t0 = time.monotonic()
-    build = ensure_ggml_build(backend, box)
-    typer.echo(json.dumps({"prefix": str(build.prefix), "backend": build.backend, "key": build.key,
-                           "seconds": round(time.monotonic() - t0, 3), "timings": build.info.get("timings")}))
-    if check:
-        from omnimodel.toolchain.selfcheck import run_selfcheck
-
-        with tempfile.TemporaryDirectory(prefix="omnimodel-selfcheck-") as tmp:
-            res = run_selfcheck(Path(tmp), backend, box)
-        typer.echo(json.dumps({"selfcheck": res.__dict__}))
-        if res.max_abs_err > 1e-5:
-            console.print(f"[red]self-check max abs err {res.max_abs_err:.3g} > 1e-5[/red]")
-            raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- suite and eval

@@ -1,0 +1,1 @@
+"""The port's agent graph: state, nodes (one per file) and the wiring."""

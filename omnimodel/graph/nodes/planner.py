@@ -1,0 +1,105 @@
+"""planner: realise each module by a skill, by the architecture template's glue, or by the LLM."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omnimodel.analysis import write_json
+from omnimodel.graph.state import PortState
+from omnimodel.paths import skills_dir as default_skills_dir
+
+# Composite classes whose own forward is glue that the OpenVLA-OFT architecture template writes
+# (sequence assembly, tower prefix tokens, the trunk's layer loop); their children are planned.
+ARCHITECTURE_GLUE = {
+    "OpenVLAOFT",
+    "FusedVisionBackbone",
+    "VisionTransformer",
+    "LlamaForCausalLM",
+    "LlamaModel",
+}
+# Parameter-free modules that only ever run inside a realised parent, or are unused.
+INERT = {"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"}
+UNUSED = {"AttentionPoolHead"}  # SigLIP's pooling head: in the checkpoint, never run
+
+
+def _param_names(records: dict[str, dict], name: str) -> list[str]:
+    """Parameter names of a module and its descendants, relative to it."""
+    out = []
+    stack = [name]
+    while stack:
+        cur = stack.pop()
+        rec = records[cur]
+        rel = cur[len(name) + 1 :] if cur != name else ""
+        out += [f"{rel}.{p}" if rel else p for p in rec["params"]]
+        stack += rec["children"]
+    return sorted(out)
+
+
+def make_plan(analysis: dict, skills_path: Path) -> dict:
+    """Walk the module tree top-down and decide how each module is realised."""
+    from omnimodel.skills import load_skills, match_skill
+
+    skills = load_skills(skills_path)
+    records = {r["name"]: r for r in analysis["modules"]}
+    units, needs_llm, glue, transforms = [], [], [], {}
+
+    def visit(name: str) -> None:
+        rec = records[name]
+        if rec["cls"] in UNUSED:
+            return
+        skill = match_skill(rec["cls"], _param_names(records, name), skills)
+        if skill is not None:
+            units.append(
+                {
+                    "name": name,
+                    "cls": rec["cls"],
+                    "realised_by": f"skill:{skill.name}",
+                    "skill": skill.name,
+                    "skill_version": str(getattr(skill, "version", "")),
+                    "cached": rec.get("cached", False),
+                }
+            )
+            prefix = f"{name}." if name != "<root>" else ""
+            for param, entry in skill.tensor_map.items():
+                transforms[prefix + param] = {"gguf_suffix": entry.gguf, "transforms": list(entry.transforms)}
+            return
+        if rec["cls"] in ARCHITECTURE_GLUE or name == "<root>":
+            glue.append(name)
+            for child in rec["children"]:
+                visit(child)
+            return
+        if rec["cls"] in INERT and not rec["params"]:
+            return
+        needs_llm.append({"name": name, "cls": rec["cls"], "params": _param_names(records, name), "ops": rec.get("ops", [])})
+
+    visit("<root>")
+    return {
+        "model": analysis["model"],
+        "skills_dir": str(skills_path),
+        "units": units,
+        "glue": glue,
+        "needs_llm": needs_llm,
+        "param_transforms": transforms,
+        "conversion_order": ["vision", "projector", "proprio_projector", "llm", "action_head"],
+    }
+
+
+def planner(state: PortState) -> dict:
+    """Writes plan.json; modules nothing covers need the LLM (a clear failure when no --llm is given)."""
+    t0 = time.perf_counter()
+    run_dir = Path(state["run_dir"])
+    analysis = json.loads((run_dir / "analysis.json").read_text())
+    skills_path = Path(state.get("skills_dir") or default_skills_dir())
+    plan = make_plan(analysis, skills_path)
+    write_json(run_dir / "plan.json", plan)
+    out: dict = {"timings": {"planner": time.perf_counter() - t0}}
+    if plan["needs_llm"] and not state.get("llm"):
+        first = plan["needs_llm"][0]
+        message = (
+            f"module {first['name']} ({first['cls']}) has no skill; rerun with --llm PROVIDER:MODEL "
+            f"to let the agent write it, or add a skill (omnimodel skills add DIR)"
+        )
+        out.update(status="failed", failing_module=first["name"], diagnosis={"kind": "needs_llm", "detail": message}, error=message)
+    return out

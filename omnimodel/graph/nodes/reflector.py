@@ -1,0 +1,126 @@
+"""reflector: isolate the first failing module, diagnose it, apply a deterministic fix where one exists."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from omnimodel.ggufio import names
+from omnimodel.graph.state import PortState
+from omnimodel.parity import compare
+from omnimodel.quant_sim import read_gguf_dequantized, rope_permute
+
+
+def _expected(key: str, value: np.ndarray, cfg) -> dict[str, np.ndarray]:
+    """What the GGUF must hold for checkpoint tensor `key` (the canonical layout of names.py)."""
+    targets = names.gguf_names(key)
+    if len(targets) == 3:  # fused qkv
+        parts = np.split(value, 3, axis=0)
+        return dict(zip(targets, parts, strict=True))
+    (target,) = targets
+    if target.startswith("blk.") and target.endswith(("attn_q.weight", "attn_k.weight")):
+        heads = cfg["heads"] if "attn_q" in target else cfg["kv_heads"]
+        return {target: rope_permute(value, heads)}
+    return {target: value}
+
+
+def diagnose_layout(run_dir: Path, module: str | None, cfg: dict, checkpoint: str) -> list[dict]:
+    """Compare the GGUF's tensors of `module` (or all) with the checkpoint; name each misplaced one."""
+    from omnimodel.models.checkpoint import read_state_dict
+
+    state = read_state_dict(Path(checkpoint))
+    stored = read_gguf_dequantized(run_dir / "model.gguf")
+    findings = []
+    for key, value in state.items():
+        if module and not key.startswith(module + "."):
+            continue
+        try:
+            expected = _expected(key, value.float().numpy(), cfg)
+        except KeyError:
+            continue
+        for target, want in expected.items():
+            got = stored.get(target)
+            if got is None:
+                findings.append({"tensor": target, "kind": "missing", "detail": f"{target} absent from model.gguf"})
+                continue
+            if got.shape == want.shape and compare(got, want).cosine > 0.99:
+                continue
+            kind = "layout"
+            if want.ndim == 2 and got.shape == want.T.shape and compare(got, want.T).cosine > 0.99:
+                kind = "transposed"
+            elif target.startswith("blk.") and got.shape == want.shape:
+                heads = cfg["heads"]
+                if compare(got, value.float().numpy()).cosine > 0.99:
+                    kind = "rope_permutation_missing"
+                elif compare(got, rope_permute(want, heads)).cosine > 0.99:
+                    kind = "rope_permuted_twice"
+            findings.append(
+                {"tensor": target, "checkpoint_key": key, "kind": kind, "expected_shape": list(want.shape), "got_shape": list(got.shape)}
+            )
+    return findings
+
+
+def _first_failing(validation: dict, plan: dict) -> dict | None:
+    order = {u["name"]: i for i, u in enumerate(plan.get("units", []))}
+    failing = [m for m in validation.get("modules", []) if not m.get("passed")]
+    failing.sort(key=lambda m: order.get(m["name"], len(order)))
+    return failing[0] if failing else None
+
+
+def classify(module: dict | None, validation: dict) -> dict:
+    """Failure class from the validator's numbers: build, crash, shape, nan, tolerance."""
+    if validation.get("build_error"):
+        return {"kind": "build", "detail": validation["build_error"][-2000:]}
+    if validation.get("run_error"):
+        return {"kind": "crash", "detail": validation["run_error"][-2000:]}
+    if module is None:
+        e2e = validation.get("end_to_end", {})
+        return {"kind": "tolerance", "detail": f"end to end: {e2e}"}
+    if module.get("missing"):
+        return {"kind": "not_run", "detail": f"{module['name']}: the native build produced no output for it"}
+    if not module.get("shape_ok", True):
+        return {"kind": "shape", "detail": f"{module['name']}: output shape {module.get('got_shape')} vs {module.get('ref_shape')}"}
+    if not module.get("finite", True):
+        return {"kind": "nan", "detail": f"{module['name']}: NaN/Inf in the output"}
+    return {"kind": "tolerance", "detail": f"{module['name']}: cosine {module.get('cosine')} below {module.get('threshold')}"}
+
+
+def reflector(state: PortState) -> dict:
+    """Diagnose; a deterministic fix returns status 'retry' with what to redo, else 'failed'."""
+    t0 = time.perf_counter()
+    run_dir = Path(state["run_dir"])
+    validation = json.loads((run_dir / "validation.json").read_text())
+    plan = json.loads((run_dir / "plan.json").read_text())
+    analysis_cfg = json.loads((run_dir / "analysis.json").read_text())["config"]
+    module = _first_failing(validation, plan)
+    name = module["name"] if module else None
+    diagnosis = classify(module, validation)
+    iteration = state.get("iteration", 0) + 1
+    out: dict = {"iteration": iteration, "failing_module": name, "timings": {f"reflector.{iteration}": 0.0}}
+    if diagnosis["kind"] in ("tolerance", "shape", "nan", "crash", "not_run"):
+        scope = None if diagnosis["kind"] == "crash" or name in (None, "end_to_end") else name
+        findings = diagnose_layout(run_dir, scope, analysis_cfg, state["checkpoint"])
+        if not findings and scope is not None:
+            findings = diagnose_layout(run_dir, None, analysis_cfg, state["checkpoint"])
+        fixable = [f for f in findings if f["kind"] in ("transposed", "rope_permutation_missing", "rope_permuted_twice", "layout")]
+        if fixable:
+            overrides = {f["tensor"]: "canonical" for f in fixable}
+            diagnosis = {
+                "kind": fixable[0]["kind"],
+                "detail": "; ".join(f"{f['tensor']}: {f['kind']} (expected {f['expected_shape']}, got {f['got_shape']})" for f in fixable),
+                "redo": "converter",
+            }
+            out.update(
+                status="retry",
+                diagnosis=diagnosis,
+                transform_overrides=overrides,
+                fixes=[{"iteration": iteration, "module": name, "tensors": sorted(overrides), "rule": fixable[0]["kind"]}],
+            )
+            out["timings"] = {f"reflector.{iteration}": time.perf_counter() - t0}
+            return out
+    out.update(status="failed", diagnosis=diagnosis)
+    out["timings"] = {f"reflector.{iteration}": time.perf_counter() - t0}
+    return out

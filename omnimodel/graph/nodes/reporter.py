@@ -1,0 +1,95 @@
+"""reporter: report.json and report.md for the run (success or failure), per DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omnimodel.analysis import write_json
+from omnimodel.atomic import atomic_path
+from omnimodel.graph.state import PortState
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def build_report(state: PortState) -> dict:
+    """The report's content from the run directory's artifacts and the state."""
+    run_dir = Path(state["run_dir"])
+    validation = _load(run_dir / "validation.json")
+    plan = _load(run_dir / "plan.json")
+    gguf_info = _load(run_dir / "gguf.json")
+    realised = {u["name"]: u["realised_by"] for u in plan.get("units", [])}
+    modules = [
+        {
+            "name": m["name"],
+            "realised_by": realised.get(m["name"], m.get("realised_by", "skill")),
+            "cosine": m.get("cosine"),
+            "max_abs_err": m.get("max_abs_err"),
+            "passed": m.get("passed", False),
+        }
+        for m in validation.get("modules", [])
+    ]
+    status = "ok" if state.get("status") == "ok" else "failed"
+    usage = state.get("llm_usage") or {}
+    return {
+        "model": state.get("model"),
+        "status": status,
+        "checkpoint": state.get("checkpoint"),
+        "quant": state.get("quant"),
+        "backend": state.get("backend"),
+        "modules": modules,
+        "end_to_end": validation.get("end_to_end", {}),
+        "gguf": {"path": gguf_info.get("path"), "bytes": gguf_info.get("bytes"), "bpw": gguf_info.get("bpw")},
+        "llm": {
+            "calls": usage.get("calls", 0),
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage.get("output_tokens", 0),
+        },
+        "timings": state.get("timings", {}),
+        "iterations": state.get("iteration", 0),
+        "fixes": state.get("fixes", []),
+        "failing_module": None if status == "ok" else state.get("failing_module"),
+        "diagnosis": None if status == "ok" else state.get("diagnosis"),
+        "error": state.get("error"),
+    }
+
+
+def render_markdown(report: dict) -> str:
+    """A human-readable report."""
+    lines = [f"# Port of {report['model']}: {report['status'].upper()}", ""]
+    e2e = report.get("end_to_end") or {}
+    if e2e:
+        lines += [
+            f"End to end: action cosine {e2e.get('action_cosine')}, max abs error {e2e.get('action_max_abs_err')} "
+            f"(un-normalised units, reference: {e2e.get('reference', 'pytorch')})",
+            "",
+        ]
+    g = report["gguf"]
+    lines += [f"GGUF: {g['path']} — {g['bytes']} bytes, {g['bpw']} bits per weight (quantized tensors)", ""]
+    if report["status"] != "ok":
+        lines += [f"Failing module: `{report.get('failing_module')}`", f"Diagnosis: {report.get('diagnosis')}", ""]
+        if report.get("error"):
+            lines += [f"Error: {report['error']}", ""]
+    for fix in report.get("fixes", []):
+        lines.append(f"- fix applied: {fix}")
+    lines += ["", "| module | realised by | cosine | max abs err | passed |", "|---|---|---|---|---|"]
+    for m in report["modules"]:
+        cos = f"{m['cosine']:.7f}" if isinstance(m["cosine"], float) else m["cosine"]
+        err = f"{m['max_abs_err']:.3g}" if isinstance(m["max_abs_err"], float) else m["max_abs_err"]
+        lines.append(f"| {m['name']} | {m['realised_by']} | {cos} | {err} | {'yes' if m['passed'] else 'NO'} |")
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items())]
+    llm = report["llm"]
+    lines.append(f"LLM: {llm['calls']} calls, {llm['input_tokens']} input / {llm['output_tokens']} output tokens")
+    return "\n".join(lines) + "\n"
+
+
+def reporter(state: PortState) -> dict:
+    """Writes report.json and report.md; the final status stays in the state."""
+    run_dir = Path(state["run_dir"])
+    report = build_report(state)
+    write_json(run_dir / "report.json", report)
+    with atomic_path(run_dir / "report.md") as tmp:
+        tmp.write_text(render_markdown(report))
+    return {"status": report["status"]}

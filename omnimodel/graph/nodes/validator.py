@@ -1,0 +1,140 @@
+"""validator: build cpp/ in the sandbox, run every module on its cached inputs, then the whole policy."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from omnimodel.analysis import END_TO_END, analyze, read_reference, write_json
+from omnimodel.graph.state import PortState
+from omnimodel.parity import ACTION_COSINE_QUANT, ACTION_MAX_ABS, COSINE_THRESHOLD, compare, weight_class
+
+CLI = "policy_cli"
+
+
+def _simulated_reference(state: PortState, run_dir: Path) -> Path:
+    """For quantized runs: the reference of the PyTorch model with the GGUF's dequantized weights."""
+    from omnimodel.models import load_policy
+    from omnimodel.quant_sim import simulate
+
+    sim_dir = run_dir / "reference_sim"
+    if not (sim_dir / "reference" / f"{END_TO_END}.gguf").exists():
+        policy = load_policy(state["checkpoint"], unnorm_key=state.get("unnorm_key"))
+        simulate(policy.model, run_dir / "model.gguf")
+        analyze(policy, sim_dir)
+    return sim_dir / "reference"
+
+
+def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path):
+    from omnimodel.sandbox import get_sandbox
+    from omnimodel.sandbox.cmake_project import compile_and_run_cmake_project
+    from omnimodel.toolchain import ensure_ggml_build
+
+    box = get_sandbox(state.get("sandbox", "auto"))
+    ggml = ensure_ggml_build(state.get("backend", "cpu"), box)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gguf_path = (run_dir / "model.gguf").resolve()
+    return compile_and_run_cmake_project(
+        run_dir / "cpp",
+        run_dir / "build",
+        box,
+        ggml,
+        run=[CLI, "validate", str(gguf_path), str(ref_dir.resolve()), str(out_dir.resolve())],
+        ro_mounts={gguf_path: str(gguf_path), ref_dir.resolve(): str(ref_dir.resolve())},
+        run_timeout_s=1800,
+        memory_mb=8192,
+    ), box.name
+
+
+def validate_outputs(plan: dict, ref_dir: Path, out_dir: Path, quant: str) -> tuple[list[dict], dict]:
+    """Per-module parity of the native outputs against the reference, then the end-to-end actions."""
+    wclass = weight_class(quant)
+    threshold = COSINE_THRESHOLD[wclass]
+    modules = []
+    for unit in plan["units"]:
+        ref_file = ref_dir / f"{unit['name']}.gguf"
+        if not ref_file.exists():
+            continue
+        ref = read_reference(ref_file)["out"]
+        got_file = out_dir / f"{unit['name']}.gguf"
+        entry = {"name": unit["name"], "realised_by": unit["realised_by"], "threshold": threshold, "ref_shape": list(ref.shape)}
+        if not got_file.exists():
+            modules.append({**entry, "missing": True, "passed": False, "cosine": None, "max_abs_err": None})
+            continue
+        got = read_reference(got_file)["out"]
+        p = compare(got, ref)
+        modules.append(
+            {
+                **entry,
+                "got_shape": list(got.shape),
+                "cosine": p.cosine,
+                "max_abs_err": p.max_abs_err,
+                "finite": p.finite,
+                "shape_ok": p.shape_ok,
+                "passed": p.passed(threshold),
+            }
+        )
+    e2e = {}
+    ref = read_reference(ref_dir / f"{END_TO_END}.gguf")
+    got_file = out_dir / f"{END_TO_END}.gguf"
+    if got_file.exists():
+        got = read_reference(got_file)
+        p = compare(got["actions"], ref["actions"])
+        pn = compare(got["actions_norm"], ref["actions_norm"])
+        limit = ACTION_MAX_ABS[wclass]
+        passed = p.finite and p.shape_ok and (p.max_abs_err <= limit if limit is not None else p.cosine >= ACTION_COSINE_QUANT)
+        e2e = {
+            "action_cosine": p.cosine,
+            "action_max_abs_err": p.max_abs_err,
+            "action_norm_cosine": pn.cosine,
+            "limit_max_abs": limit,
+            "passed": bool(passed),
+        }
+    else:
+        e2e = {"passed": False, "missing": True}
+    return modules, e2e
+
+
+def validator(state: PortState) -> dict:
+    """Writes validation.json; status ok only when every module and the end-to-end check pass."""
+    t0 = time.perf_counter()
+    run_dir = Path(state["run_dir"])
+    plan = json.loads((run_dir / "plan.json").read_text())
+    quant = state.get("quant", "f32")
+    ref_dir = run_dir / "reference"
+    if weight_class(quant) == "quant":
+        ref_dir = _simulated_reference(state, run_dir)
+    out_dir = run_dir / "build" / "validate_out"
+    for stale in out_dir.glob("*.gguf"):
+        stale.unlink()
+    result, sandbox_name = _build_and_run(state, run_dir, ref_dir, out_dir)
+    validation: dict = {"quant": quant, "sandbox": sandbox_name, "reference": str(ref_dir.relative_to(run_dir))}
+    failed = result.failed_step()
+    if failed and failed[0] in ("configure", "build"):
+        step, res = failed
+        validation["build_error"] = f"{step} failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+        modules, e2e = [], {"passed": False}
+    else:
+        if failed:
+            res = failed[1]
+            validation["run_error"] = f"{CLI} validate failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stderr[-4000:]}"
+        modules, e2e = validate_outputs(plan, ref_dir, out_dir, quant)
+        if weight_class(quant) == "quant" and (out_dir / f"{END_TO_END}.gguf").exists():
+            fp = compare(read_reference(out_dir / f"{END_TO_END}.gguf")["actions"], read_reference(run_dir / "reference" / f"{END_TO_END}.gguf")["actions"])
+            e2e["action_cosine_vs_fp32"] = fp.cosine
+            e2e["reference"] = "quantizer simulation"
+    validation["modules"] = modules
+    validation["end_to_end"] = e2e
+    ok = bool(modules) and all(m["passed"] for m in modules) and e2e.get("passed", False) and not validation.get("run_error")
+    write_json(run_dir / "validation.json", validation)
+    elapsed = time.perf_counter() - t0
+    key = "validator" if state.get("iteration", 0) == 0 else f"validator.{state.get('iteration')}"
+    return {"status": "ok" if ok else "failed", "timings": {key: elapsed}}
+
+
+def module_table(validation: dict) -> list[tuple]:
+    """(name, cosine, max_abs_err, passed) rows, for tests and logs."""
+    return [(m["name"], m.get("cosine"), m.get("max_abs_err"), m["passed"]) for m in validation.get("modules", [])]
+
+

@@ -1,0 +1,123 @@
+"""`omnimodel port`: create (or resume) a run directory and drive the graph with progress and events."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from rich.console import Console
+
+from omnimodel.errors import CheckpointError, ConfigError, PipelineError
+from omnimodel.graph.wiring import NODES, build_graph
+from omnimodel.paths import cache_dir
+
+MODELS = {"openvla-oft": "openvla-oft-tiny"}  # family -> the preset bundled for the quick start
+THREAD = {"configurable": {"thread_id": "port"}, "recursion_limit": 200}
+
+
+@dataclass
+class PortOptions:
+    """Everything `omnimodel port` was asked for; saved as port.json so --resume can continue."""
+
+    model: str
+    checkpoint: str
+    run_dir: str
+    quant: str = "f32"
+    calib: str | None = None
+    backend: str = "cpu"
+    sandbox: str = "auto"
+    llm: str | None = None
+    max_iterations: int = 3
+    unnorm_key: str | None = None
+    skills_dir: str | None = None
+
+
+def bundled_checkpoint(model: str) -> Path:
+    """The deterministic tiny checkpoint of a model family, made on first use in the cache."""
+    from omnimodel.models import zoo
+
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}: supported families are {', '.join(MODELS)}")
+    path = cache_dir() / "zoo" / f"{MODELS[model]}-seed0"
+    if not (path / "config.json").exists():
+        zoo.make_checkpoint(MODELS[model], path, seed=0)
+    return path
+
+
+def new_options(model: str, checkpoint: str | None, run_dir: str | None, **kw) -> PortOptions:
+    """Options of a fresh port; the run directory must not exist yet."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}: supported families are {', '.join(MODELS)}")
+    ckpt = Path(checkpoint) if checkpoint else bundled_checkpoint(model)
+    if not (ckpt / "config.json").exists():
+        raise CheckpointError(f"{ckpt}: no config.json; pass --checkpoint a checkpoint directory")
+    run = Path(run_dir) if run_dir else Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run.exists() and any(run.iterdir()):
+        raise PipelineError(f"{run}: run directory exists; use --resume {run} or choose another --run-dir")
+    run.mkdir(parents=True, exist_ok=True)
+    opts = PortOptions(model=model, checkpoint=str(ckpt.resolve()), run_dir=str(run.resolve()), **kw)
+    (run / "port.json").write_text(json.dumps(asdict(opts), indent=2))
+    return opts
+
+
+def resume_options(run_dir: str) -> PortOptions:
+    """Options saved by the port being resumed."""
+    path = Path(run_dir) / "port.json"
+    if not path.exists():
+        raise PipelineError(f"{run_dir}: not a run directory (no port.json); start a new port instead")
+    return PortOptions(**json.loads(path.read_text()))
+
+
+def run_port(opts: PortOptions, resume: bool = False, json_events: bool = False, console: Console | None = None) -> dict:
+    """Drive the graph to the end; returns report.json's content."""
+    console = console or Console(stderr=True)
+    run_dir = Path(opts.run_dir)
+    conn = sqlite3.connect(run_dir / "state.sqlite", check_same_thread=False)
+    try:
+        graph = build_graph().compile(checkpointer=SqliteSaver(conn))
+        if resume:
+            snapshot = graph.get_state(THREAD)
+            if not snapshot.next:
+                report = json.loads((run_dir / "report.json").read_text()) if (run_dir / "report.json").exists() else None
+                if report is None:
+                    raise PipelineError(f"{run_dir}: nothing to resume (no saved graph state)")
+                return report
+            inputs = None
+            _event(json_events, console, {"event": "resume", "next": list(snapshot.next)})
+        else:
+            inputs = {**asdict(opts), "iteration": 0, "status": "running", "fixes": [], "timings": {}}
+        t_node = time.perf_counter()
+        for update in graph.stream(inputs, THREAD, stream_mode="updates"):
+            for node, delta in update.items():
+                if node not in NODES:
+                    continue
+                took = time.perf_counter() - t_node
+                t_node = time.perf_counter()
+                _event(json_events, console, {"event": "node", "node": node, "seconds": round(took, 2), **_summary(delta)})
+    finally:
+        conn.close()
+    report = json.loads((run_dir / "report.json").read_text())
+    _event(json_events, console, {"event": "done", "status": report["status"], "run_dir": str(run_dir)})
+    return report
+
+
+def _summary(delta: dict | None) -> dict:
+    delta = delta or {}
+    return {k: delta[k] for k in ("status", "failing_module", "iteration") if k in delta}
+
+
+def _event(json_events: bool, console: Console, event: dict) -> None:
+    if json_events:
+        print(json.dumps(event), flush=True)
+    elif event["event"] == "node":
+        extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "node", "seconds"))
+        console.print(f"[green]✓[/green] {event['node']:<10} {event['seconds']:7.2f}s {extra}")
+    elif event["event"] == "resume":
+        console.print(f"resuming at {', '.join(event['next'])}")
+    elif event["event"] == "done":
+        colour = "green" if event["status"] == "ok" else "red"
+        console.print(f"[{colour}]{event['status']}[/{colour}]: {event['run_dir']}/report.md")
