@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
