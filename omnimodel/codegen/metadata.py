@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from omnimodel.errors import ConfigError
 from omnimodel.ggufio import names
 from omnimodel.models.openvla_oft import (
     DINO_MEAN,
@@ -49,7 +50,14 @@ def _tower(prefix: str, t, mean, std) -> dict[str, Any]:
 
 
 def runtime_metadata(cfg: OpenVLAOFTConfig, stats: dict | None = None) -> dict[str, Any]:
-    """Metadata key -> value for the native runtime; `stats` is one dataset_statistics.json entry."""
+    """Metadata key -> value for the native runtime.
+
+    `stats` is dataset_statistics.json's content (one dataset key) or one entry of it.
+    """
+    if stats and "action" not in stats:
+        if len(stats) != 1:
+            raise ConfigError(f"dataset statistics hold {len(stats)} datasets; pass the entry to use")
+        stats = next(iter(stats.values()))
     meta: dict[str, Any] = {}
     meta.update(_tower("v", cfg.dino, DINO_MEAN, DINO_STD))
     meta.update(_tower("v2", cfg.siglip, SIGLIP_MEAN, SIGLIP_STD))
@@ -72,7 +80,7 @@ def runtime_metadata(cfg: OpenVLAOFTConfig, stats: dict | None = None) -> dict[s
             "num_images": cfg.num_images,
         }
     )
-    if stats is not None:
+    if stats:
         action, proprio = stats["action"], stats["proprio"]
         meta.update(
             {

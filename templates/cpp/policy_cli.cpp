@@ -5,9 +5,10 @@
 //   policy_cli bench    MODEL.gguf [--inputs IN.gguf] [-n 10] [--warmup 1]
 // common options: --threads N  --ngl N  --flash-attn 0|1  --no-crop  --no-mmap
 //
-// An inputs GGUF holds `images` (F32 0..255, n x S x S x 3) or `pixel_values` (F32, n x 6 x S x S,
-// processor output), `proprio` (F32, raw; normalised when pixel_values are given) and `token_ids`
-// (I32). Results go to stdout as JSON lines.
+// An inputs GGUF (the analyzer's reference/end_to_end.gguf is one) holds `images` (0..255,
+// n x S x S x 3), `proprio` (raw) and `token_ids` (I32); with --raw (or without `images`) it runs
+// the forward pass alone on `pixel_values` (n x 6 x S x S) and `proprio_norm` and prints normalised
+// actions. Results go to stdout as JSON lines.
 
 #include "omnimodel_policy.h"
 
@@ -30,6 +31,7 @@ struct cli_args {
     std::vector<float> proprio;
     std::vector<int32_t> tokens;
     int n_iter = 10, n_warmup = 1;
+    bool raw = false;  // --raw: pixel_values + proprio_norm, normalised actions
     omni_params params = omni_default_params();
 };
 
@@ -38,7 +40,7 @@ static int usage() {
                  "usage: policy_cli run MODEL.gguf (--inputs IN.gguf | --image A.ppm ... --proprio v,... --tokens id,...) [--out OUT.gguf]\n"
                  "       policy_cli validate MODEL.gguf REFERENCE_DIR OUT_DIR\n"
                  "       policy_cli bench MODEL.gguf [--inputs IN.gguf] [-n N] [--warmup N]\n"
-                 "options: --threads N --ngl N --flash-attn 0|1 --no-crop --no-mmap\n");
+                 "options: --threads N --ngl N --flash-attn 0|1 --no-crop --no-mmap --raw\n");
     return 2;
 }
 
@@ -92,6 +94,7 @@ static bool parse_args(int argc, char ** argv, cli_args & a) {
         const char * v = nullptr;
         if (k == "--no-crop") { a.params.center_crop = 0; continue; }
         if (k == "--no-mmap") { a.params.use_mmap = 0; continue; }
+        if (k == "--raw") { a.raw = true; continue; }
         if (!(v = next())) return false;
         if (k == "--threads") a.params.n_threads = std::atoi(v);
         else if (k == "--ngl") a.params.n_gpu_layers = std::atoi(v);
@@ -161,6 +164,9 @@ static bool write_array(const std::string & path, const std::string & module, co
     std::memcpy(t->data, a.data.data(), a.data.size() * sizeof(float));
     gguf_context * g = gguf_init_empty();
     gguf_set_val_str(g, "omnimodel.module.name", module.c_str());
+    // GGUF drops trailing ne of 1 (leading numpy 1s): keep the full numpy shape as metadata
+    std::vector<int64_t> shape(a.shape.begin(), a.shape.end());
+    gguf_set_arr_data(g, "omnimodel.out.shape", GGUF_TYPE_INT64, shape.data(), shape.size());
     gguf_add_tensor(g, t);
     const std::string tmp = path + ".tmp";
     const bool ok = gguf_write_to_file(g, tmp.c_str(), false) && std::rename(tmp.c_str(), path.c_str()) == 0;
@@ -204,19 +210,22 @@ static std::string load_step(const cli_args & a, const omni_policy * P, step & s
         gguf_file in(a.inputs);
         if (!in.g) return a.inputs + ": not a readable GGUF file";
         array_f32 arr;
-        if (const ggml_tensor * t = in.tensor("pixel_values")) {
-            to_array(t, arr);
+        const ggml_tensor * ti = in.tensor("images");
+        const ggml_tensor * tx = in.tensor("pixel_values");
+        if (ti && !a.raw) {
+            to_array(ti, arr);
+            for (float v : arr.data) s.images.push_back((uint8_t) std::min(255.0f, std::max(0.0f, v)));
+            s.n_images = (int) (arr.data.size() / ((size_t) 3 * S * S));
+        } else if (tx) {
+            to_array(tx, arr);
             s.raw = true;
             s.pixel_values = arr.data;
             s.n_images = (int) (arr.data.size() / ((size_t) 6 * S * S));
-        } else if (const ggml_tensor * t = in.tensor("images")) {
-            to_array(t, arr);
-            for (float v : arr.data) s.images.push_back((uint8_t) std::min(255.0f, std::max(0.0f, v)));
-            s.n_images = (int) (arr.data.size() / ((size_t) 3 * S * S));
         } else {
             return a.inputs + ": needs an `images` or a `pixel_values` tensor";
         }
-        const ggml_tensor * tp = in.tensor("proprio");
+        // the forward pass alone takes normalised proprio (`proprio_norm`, else `proprio` as given)
+        const ggml_tensor * tp = s.raw && in.tensor("proprio_norm") ? in.tensor("proprio_norm") : in.tensor("proprio");
         const ggml_tensor * tt = in.tensor("token_ids");
         if (!tp || !tt) return a.inputs + ": needs `proprio` and `token_ids` tensors";
         to_array(tp, arr);
