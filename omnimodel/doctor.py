@@ -106,7 +106,7 @@ def check_docker() -> tuple[Check, Check]:
 
 def check_cuda() -> Check:
     """nvcc and a GPU (optional: CPU-only machines are fine)."""
-    from omnimodel.toolchain.build import nvcc_path
+    from omnimodel.toolchain.build import cublas_path, nvcc_path
 
     nvcc = nvcc_path()
     if not nvcc:
@@ -115,6 +115,9 @@ def check_cuda() -> Check:
     version = _version_line(str(nvcc), last=True)
     smi = shutil.which("nvidia-smi")
     gpu = _version_line(smi, ("--query-gpu=name,compute_cap", "--format=csv,noheader")) if smi else ""
+    if cublas_path(nvcc) is None:
+        return Check("CUDA / nvcc", False, f"{version}; no libcublas beside it (GPU: {gpu or 'none visible'})",
+                     "install the toolkit's cuBLAS (only for --backend cuda)", required=False)
     return Check("CUDA / nvcc", True, f"{version}; GPU: {gpu or 'none visible'}", required=False)
 
 

@@ -91,6 +91,16 @@ def test_cuda_without_nvcc_names_the_fix(monkeypatch):
         build_mod.cmake_flags("cuda")
 
 
+def test_cuda_without_cublas_names_the_fix(monkeypatch, tmp_path):
+    fake = tmp_path / "cuda" / "bin" / "nvcc"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(build_mod, "nvcc_path", lambda: fake)
+    monkeypatch.setattr(build_mod, "cublas_path", lambda nvcc: None)
+    with pytest.raises(ToolchainError, match="libcublas"):
+        build_mod.cmake_flags("cuda")
+
+
 def test_cuda_arch_from_env(monkeypatch):
     monkeypatch.setenv(build_mod.CUDA_ARCH_ENV, "90")
     assert build_mod.detect_cuda_arch() == "90"

@@ -68,12 +68,23 @@ def builds_root() -> Path:
 
 
 def nvcc_path() -> Path | None:
-    """The CUDA compiler, from PATH or the usual install location."""
-    found = shutil.which("nvcc")
-    if found:
+    """The CUDA compiler: $CUDACXX, else nvcc on PATH, else the usual install location."""
+    found = os.environ.get("CUDACXX") or shutil.which("nvcc")
+    if found and Path(found).is_file():
         return Path(found)
     default = Path("/usr/local/cuda/bin/nvcc")
     return default if default.is_file() else None
+
+
+def cublas_path(nvcc: Path) -> Path | None:
+    """libcublas of the toolkit that holds `nvcc` (GGML's CUDA backend links it), or None."""
+    roots = [nvcc.resolve().parent.parent, Path("/usr/local/cuda")]
+    for root in roots:
+        for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
+            hits = sorted((root / sub).glob("libcublas.so*"))
+            if hits:
+                return hits[0]
+    return None
 
 
 def detect_cuda_arch() -> str:
@@ -111,6 +122,9 @@ def cmake_flags(backend: str) -> list[str]:
         nvcc = nvcc_path()
         if nvcc is None:
             raise ToolchainError("CUDA build asked but nvcc is not found: install the CUDA toolkit or use --backend cpu")
+        if cublas_path(nvcc) is None:
+            raise ToolchainError(f"the CUDA toolkit of {nvcc} has no libcublas (GGML's CUDA backend links it): "
+                                 "install the toolkit's cuBLAS (e.g. apt-get install libcublas-dev-<ver>) or use --backend cpu")
         flags += [
             "-DGGML_CUDA=ON",
             f"-DCMAKE_CUDA_ARCHITECTURES={detect_cuda_arch()}",
