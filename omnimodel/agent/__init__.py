@@ -1,0 +1,1 @@
+"""The porting agent: tools the LLM calls and, later, the loop that drives them."""
