@@ -127,7 +127,8 @@ def test_writes_outside_workdir_fail(box, tmp_path):
     assert not (ro / "x").exists()
 
 
-def test_container_removed_on_ctrl_c(box, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_container_removed_when_driver_interrupted(box, tmp_path, sig):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
@@ -142,10 +143,10 @@ def test_container_removed_on_ctrl_c(box, tmp_path):
     while not _ours(box.client, proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _ours(box.client, proc.pid), "the child never started its container"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.wait(timeout=30)
     assert proc.returncode != 0
-    assert _ours(box.client, proc.pid) == [], "container survived Ctrl-C of its driver"
+    assert _ours(box.client, proc.pid) == [], f"container survived {sig.name} of its driver"
 
 
 def test_ggml_program_matches_numpy_in_docker(box, tmp_path):

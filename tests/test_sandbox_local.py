@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
 from conftest import require
 
+from omnimodel.paths import REPO_ROOT
 from omnimodel.sandbox import get_sandbox
 from omnimodel.sandbox.local import _can_unshare_net
 
@@ -34,6 +38,36 @@ def test_timeout_kills_whole_group_within_2s(box, tmp_path):
     child = int((tmp_path / "child.pid").read_text())
     time.sleep(0.2)
     assert not os.path.exists(f"/proc/{child}") or open(f"/proc/{child}/stat").read().split()[2] == "Z"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fin:
+            return fin.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_to_driver_kills_the_command(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO_ROOT)!r})
+        from pathlib import Path
+        from omnimodel.sandbox.local import LocalSandbox
+        LocalSandbox().run(["sh", "-c", "echo $$ > cmd.pid; sleep 60"], Path({str(tmp_path)!r}),
+                           timeout_s=60, memory_mb=256)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    pid_file = tmp_path / "cmd.pid"
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    assert _alive(child)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    time.sleep(0.2)
+    assert proc.returncode != 0 and not _alive(child), "the sandboxed command outlived its driver"
 
 
 def test_memory_limit_reported(box, tmp_path):

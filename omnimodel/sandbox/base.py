@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -65,3 +68,20 @@ def tail_text(data: bytes | str) -> str:
     if len(data) > OUTPUT_LIMIT:
         data = b"[...truncated...]\n" + data[-OUTPUT_LIMIT:]
     return data.decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Turn SIGTERM into KeyboardInterrupt while a sandboxed command runs, so cleanup runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 from omnimodel.errors import SandboxError
-from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, tail_text
+from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, sigterm_as_interrupt, tail_text
 from omnimodel.sandbox.image import BUILD_FIX, LABEL, build_image, image_tag
 
 log = logging.getLogger(__name__)
@@ -73,23 +71,6 @@ def _pids_limit_hit(container_id: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt while a container lives, so cleanup runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class DockerSandbox(Sandbox):
     """Runs each command in a fresh locked-down container of the omnimodel-sandbox image."""
 
@@ -141,7 +122,7 @@ class DockerSandbox(Sandbox):
         environment.update({str(k): str(v) for k, v in (env or {}).items()})
         mem = f"{memory_mb}m"
         container = None
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             try:
                 container = self.client.containers.create(
                     self.image, command=list(cmd), working_dir=str(workdir), user=f"{uid}:{uid}",

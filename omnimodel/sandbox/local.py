@@ -23,7 +23,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, tail_text
+from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, sigterm_as_interrupt, tail_text
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ class LocalSandbox(Sandbox):
                 except OSError as exc:
                     return RunResult(127, "", f"cannot start {cmd[0]}: {exc}", 0.0, None, self.name)
                 try:
-                    killed = self._watch(proc, start, timeout_s, mem_bytes, pids)
+                    with sigterm_as_interrupt():
+                        killed = self._watch(proc, start, timeout_s, mem_bytes, pids)
                 except BaseException:
                     _kill_session(proc.pid)
                     proc.wait()
