@@ -54,6 +54,30 @@ def no_container_left(request):
         assert left == [], f"sandbox containers left behind: {[c.short_id for c in left]}"
 
 
+def test_auto_picks_docker_and_says_why(box):
+    from omnimodel.sandbox import get_sandbox
+
+    chosen = get_sandbox("auto")
+    assert chosen.name == "docker" and "Docker engine answers" in chosen.reason
+
+
+def test_auto_falls_back_to_local_without_engine(monkeypatch, tmp_path):
+    from omnimodel.sandbox import get_sandbox
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    chosen = get_sandbox("auto")
+    assert chosen.name == "local" and "not answering" in chosen.reason and "dockerd" in chosen.reason
+    with pytest.raises(SandboxError, match="dockerd"):
+        get_sandbox("docker")
+
+
+def test_missing_image_names_the_fix(box):
+    from omnimodel.sandbox.docker_backend import DockerSandbox
+
+    with pytest.raises(SandboxError, match="build_image.sh"):
+        DockerSandbox(client=box.client, image="omnimodel-sandbox:no-such-recipe", build_if_missing=False)
+
+
 def test_runs_as_non_root_in_workdir_with_output(box, tmp_path):
     res = box.run(["sh", "-c", "id -u; pwd; echo oops >&2; exit 3"], tmp_path, timeout_s=20, memory_mb=128)
     out = res.stdout.split()

@@ -56,10 +56,11 @@ def compile_and_run_cmake_project(
 
     `run[0]` is a path relative to `build_dir` (or absolute); the program runs with `build_dir` as
     its working directory. The GGML prefix and `ro_mounts` (inputs such as a GGUF file) are mounted
-    read-only at their host paths.
+    read-only at their host paths; they must be readable by the sandbox uid (src_dir is made so).
     """
     src_dir, build_dir = Path(src_dir).resolve(), Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
+    _open_for_reading(src_dir)
     mounts = {src_dir: str(src_dir), ggml_build.prefix: str(ggml_build.prefix)}
     mounts.update(ro_mounts or {})
     run_env = {"LD_LIBRARY_PATH": str(ggml_build.lib_dir)}
@@ -80,3 +81,13 @@ def compile_and_run_cmake_project(
     common["memory_mb"] = memory_mb if run_memory_mb is None else run_memory_mb
     result.run = sandbox.run([str(exe), *run[1:]], build_dir, timeout_s=run_timeout_s, **common)
     return result
+
+
+def _open_for_reading(root: Path) -> None:
+    """Let the sandbox user (not the host user) read the generated sources it gets mounted read-only."""
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, os.stat(dirpath).st_mode | 0o555)
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode | 0o444)
