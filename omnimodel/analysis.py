@@ -33,6 +33,7 @@ class ModuleRecord:
     input_shapes: list[list[int]] = field(default_factory=list)
     output_shapes: list[list[int]] = field(default_factory=list)
     cached: bool = False
+    ran: bool = False
 
 
 class _OpRecorder(TorchFunctionMode):
@@ -185,6 +186,7 @@ def analyze(policy: TorchPolicy, run_dir: Path, seed: int = 0, cache: str = "aut
 
     for name, (ins, outs) in captured.items():
         rec = records[name]
+        rec.ran = True
         rec.ops = recorder.ops.get(name, [])
         rec.input_shapes = [list(a.shape) for _, a in ins]
         rec.output_shapes = [list(a.shape) for _, a in outs]

@@ -16,7 +16,7 @@ from omnimodel.errors import OmniError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 zoo_app = typer.Typer(no_args_is_help=True, help="Model presets and checkpoints.")
 app.add_typer(zoo_app, name="zoo")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- zoo

@@ -18,6 +18,8 @@ ARCHITECTURE_GLUE = {
     "VisionTransformer",
     "LlamaForCausalLM",
     "LlamaModel",
+    "ModuleList",  # containers: no forward of their own
+    "ModuleDict",
 }
 # Parameter-free modules that only ever run inside a realised parent, or are unused.
 INERT = {"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"}
@@ -43,13 +45,21 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
 
     skills = load_skills(skills_path)
     records = {r["name"]: r for r in analysis["modules"]}
-    units, needs_llm, glue, transforms = [], [], [], {}
+    units, needs_llm, glue, unused, transforms = [], [], [], [], {}
 
     def visit(name: str) -> None:
         rec = records[name]
-        if rec["cls"] in UNUSED:
+        if rec["cls"] in UNUSED or (name != "<root>" and not rec.get("ran", True)):
+            unused.append(name)  # never ran on the sample (a tower's last block and final norm)
             return
         skill = match_skill(rec["cls"], _param_names(records, name), skills)
+        if rec["cls"] in ARCHITECTURE_GLUE or name == "<root>":
+            # Glue is written by the architecture template (with a skill where one exists, e.g. the
+            # OFT sequence assembly); its children are planned on their own.
+            glue.append({"name": name, "cls": rec["cls"], "skill": skill.name if skill else None})
+            for child in rec["children"]:
+                visit(child)
+            return
         if skill is not None:
             units.append(
                 {
@@ -57,18 +67,12 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
                     "cls": rec["cls"],
                     "realised_by": f"skill:{skill.name}",
                     "skill": skill.name,
-                    "skill_version": str(getattr(skill, "version", "")),
+                    "skill_version": str(skill.version),
                     "cached": rec.get("cached", False),
                 }
             )
-            prefix = f"{name}." if name != "<root>" else ""
             for param, entry in skill.tensor_map.items():
-                transforms[prefix + param] = {"gguf_suffix": entry.gguf, "transforms": list(entry.transforms)}
-            return
-        if rec["cls"] in ARCHITECTURE_GLUE or name == "<root>":
-            glue.append(name)
-            for child in rec["children"]:
-                visit(child)
+                transforms[f"{name}.{param}"] = {"gguf_suffix": entry.gguf, "transforms": list(entry.transforms)}
             return
         if rec["cls"] in INERT and not rec["params"]:
             return
@@ -81,6 +85,7 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
         "units": units,
         "glue": glue,
         "needs_llm": needs_llm,
+        "unused": unused,
         "param_transforms": transforms,
         "conversion_order": ["vision", "projector", "proprio_projector", "llm", "action_head"],
     }

@@ -41,6 +41,7 @@ def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path
         box,
         ggml,
         run=[CLI, "validate", str(gguf_path), str(ref_dir.resolve()), str(out_dir.resolve())],
+        configure_args=[f"-DGGML_DIR={ggml.prefix}"],
         ro_mounts={gguf_path: str(gguf_path), ref_dir.resolve(): str(ref_dir.resolve())},
         run_timeout_s=1800,
         memory_mb=8192,

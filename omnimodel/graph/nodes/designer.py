@@ -1,0 +1,35 @@
+"""C++ designer: render templates/cpp with the plan's skills into the run's cpp/ project."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from omnimodel.graph.state import PortState
+
+
+def designer(state: PortState) -> dict:
+    """Writes cpp/ (CMake project, model source, C API header, CLI)."""
+    from omnimodel.codegen.render import choose_skills, render_project
+
+    t0 = time.perf_counter()
+    run_dir = Path(state["run_dir"])
+    plan = json.loads((run_dir / "plan.json").read_text())
+    if os.environ.get("OMNIMODEL_TEST_KILL_IN") == "designer":  # crash-recovery test hook
+        signal.raise_signal(signal.SIGKILL)
+    glue = [g["skill"] for g in plan["glue"] if g.get("skill")]
+    wanted = list(dict.fromkeys([*(u["skill"] for u in plan["units"]), *glue]))
+    skills = choose_skills(_ordered(wanted), skills_root=Path(plan["skills_dir"]))
+    render_project(run_dir, skills, model_name=plan["model"])
+    key = "designer" if not state.get("iteration") else f"designer.{state['iteration']}"
+    return {"timings": {key: time.perf_counter() - t0}}
+
+
+def _ordered(wanted: list[str]) -> list[str]:
+    from omnimodel.codegen.render import OPENVLA_OFT_SKILLS
+
+    known = [s for s in OPENVLA_OFT_SKILLS if s in wanted]
+    return known + [s for s in wanted if s not in known]
