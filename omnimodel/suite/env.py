@@ -70,12 +70,11 @@ class SuiteEnv:
         self.task = task
         self.render_images = render_images
         self.shapes = [o.shape for o in task.objects]
-        self.colours = render.scene_colours([o.colour for o in task.objects])
+        self.palette = render.build_palette([o.colour for o in task.objects])
         self.heights = np.array([SHAPES[s][1] for s in self.shapes])
         self.max_steps = task.max_steps
         self.state: WorldState | None = None
-        self._agent_buf = np.empty((render.SIZE, render.SIZE, 3), np.uint8)
-        self._wrist_buf = np.empty((render.SIZE, render.SIZE, 3), np.uint8)
+        self._labels = np.empty((render.SIZE, render.SIZE), np.uint8)
 
     # ------------------------------------------------------------ gym API
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
@@ -208,7 +207,7 @@ class SuiteEnv:
                 depth += self.shapes[j] in STACKABLE
                 j = s.support[j]
             level[i] = depth
-        return render.SceneView(self.shapes, self.colours, s.pos, level, s.held, s.tip, s.yaw, s.width)
+        return render.SceneView(self.shapes, self.palette, s.pos, level, s.held, s.tip, s.yaw, s.width)
 
     def _obs(self) -> dict[str, np.ndarray]:
         s = self._require_state()
@@ -221,8 +220,11 @@ class SuiteEnv:
         }
         if self.render_images:
             view = self._view()
-            obs["agentview_image"] = render.render_agentview(view, self._agent_buf).copy()
-            obs["robot0_eye_in_hand_image"] = render.render_wrist(view, self._wrist_buf).copy()
+            shape = (render.SIZE, render.SIZE, 3)
+            obs["agentview_image"] = render.render_agentview(view, self._labels, np.empty(shape, np.uint8))
+            obs["robot0_eye_in_hand_image"] = render.render_wrist(
+                view, self._labels, np.empty(shape, np.uint8)
+            )
         return obs
 
     def _info(self) -> dict[str, Any]:
