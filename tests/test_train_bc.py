@@ -1,0 +1,128 @@
+"""Behaviour-cloning training: data labels, statistics, eval-matched augmentation, a short run that learns and round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from omnimodel.models import preprocess
+from omnimodel.models.openvla_oft import OpenVLAOFTConfig, TowerConfig
+from omnimodel.suite import suite_tasks
+from omnimodel.train import (
+    STATS_KEY,
+    DemoData,
+    TrainConfig,
+    action_tokens,
+    batch_pixels,
+    dataset_statistics,
+    record_episode,
+    train,
+)
+
+
+def micro_config() -> OpenVLAOFTConfig:
+    """A very small OpenVLA-OFT (56-px patches, width 64) so a CPU test trains in seconds."""
+    tower = dict(width=64, depth=2, heads=2, patch=56)
+    return OpenVLAOFTConfig(
+        TowerConfig("omnimodel/test_dino", mlp=128, n_registers=4, class_token=True, layer_scale=True, **tower),
+        TowerConfig("omnimodel/test_siglip", mlp=128, attn_pool=True, **tower),
+        hidden=64, layers=1, heads=2, kv_heads=2, mlp=128, vocab=576, text_vocab=512, pad_token_id=512, name="test-micro",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def episode():
+    task = suite_tasks("libero_spatial")[0]
+    ep = record_episode(task, 123, dart=False, cfg=TrainConfig())
+    assert ep is not None
+    return task, ep
+
+
+def test_clean_episode_chunks_are_the_future_actions(episode):
+    """Without perturbation the expert's 8-step plan at frame t is actions t..t+7 of the episode (last one repeated)."""
+    _, ep = episode
+    acts = ep["actions"]
+    executed = acts[:, 0]
+    t = len(executed)
+    for k in range(8):
+        np.testing.assert_allclose(acts[:, k], executed[np.minimum(np.arange(t) + k, t - 1)], atol=1e-6)
+    assert set(np.unique(executed[:, 6]).tolist()) <= {0.0, 1.0}  # OFT convention: 1 open, 0 close
+    assert executed[0, 6] == 1.0 and (executed[:, 6] == 0.0).any()
+
+
+def test_dart_episode_labels_stay_expert_plans():
+    """A perturbed episode still succeeds and its labels are the expert's clean plans (saturated in [-1, 1])."""
+    task = suite_tasks("libero_goal")[0]
+    cfg = TrainConfig(dart_block_prob=0.5)
+    ep = record_episode(task, 5, dart=True, cfg=cfg)
+    assert ep is not None
+    clean = record_episode(task, 5, dart=False, cfg=cfg)
+    assert len(ep["actions"]) != len(clean["actions"])  # the perturbation changed the trajectory
+    assert np.abs(ep["actions"]).max() <= 1.0 + 1e-6
+
+
+def test_statistics_and_tokens(episode):
+    task, ep = episode
+    n = len(ep["actions"])
+    data = DemoData(
+        ep["images"], ep["proprio"], ep["actions"], np.zeros(n, np.int64), [task.instruction], [task.suite], 1
+    )
+    stats = dataset_statistics(data)
+    s = stats[STATS_KEY]
+    assert s["action"]["mask"] == [True] * 6 + [False]
+    assert len(s["proprio"]["q01"]) == 8 and s["num_transitions"] == n
+    norm = preprocess.normalize_actions(ep["actions"], s)
+    tok = action_tokens(norm, 512)
+    assert tok.shape == (n, 56)
+    # spec: bins linspace(-1, 1, 256), d = digitize(clip(a)), id = vocab - d; decode with bin centres
+    centres = (np.linspace(-1, 1, 256)[:-1] + np.linspace(-1, 1, 256)[1:]) / 2
+    dec = centres[np.clip(512 - tok - 1, 0, 254)].reshape(n, 8, 7)
+    assert np.abs(dec - np.clip(norm, -1, 1)).max() <= 2.0 / 255 + 1e-6
+    assert tok.min() >= 512 - 256 and tok.max() <= 511
+
+
+def test_unaugmented_crop_is_the_eval_center_crop(episode):
+    """Training pixels at zero crop offset equal the eval's pixel_values (center crop), up to one uint8 level."""
+    _, ep = episode
+    imgs = ep["images"][:2]
+    train_px = batch_pixels(torch.from_numpy(imgs), None, augment=False).numpy()
+    eval_px = np.concatenate([preprocess.pixel_values(list(f)) for f in imgs])
+    step = 1 / 255 / min(min(preprocess.DINO_STD), 0.5)
+    assert np.abs(train_px - eval_px).max() <= step + 1e-5
+    assert np.mean(np.abs(train_px - eval_px) > 1e-4) < 0.01
+
+
+def test_augmentation_is_seeded_and_changes_pixels(episode):
+    _, ep = episode
+    imgs = torch.from_numpy(ep["images"][:2])
+    a = batch_pixels(imgs, torch.Generator().manual_seed(3), augment=True)
+    b = batch_pixels(imgs, torch.Generator().manual_seed(3), augment=True)
+    c = batch_pixels(imgs, None, augment=False)
+    assert torch.equal(a, b)
+    assert (a - c).abs().mean() > 0.01
+
+
+def test_short_training_learns_and_checkpoint_loads(tmp_path, episode):
+    """~20 steps on a handful of frames lower the loss; the checkpoint loads with omnimodel.models.load and acts."""
+    from omnimodel import models
+
+    task, ep = episode
+    keep = np.arange(0, len(ep["actions"]), 6)[:6]
+    data = DemoData(ep["images"][keep], ep["proprio"][keep], ep["actions"][keep], np.zeros(len(keep), np.int64),
+                    [task.instruction], [task.suite], 1)  # fmt: skip
+    cfg = TrainConfig(steps=20, batch=3, lr=2e-3, warmup=2, log_every=4, device="cpu", ema=0.0, augment=False)
+    out = tmp_path / "ckpt"
+    res = train(cfg, out, data=data, model_cfg=micro_config(), command="pytest", show_progress=False)
+    losses = [r["loss"] for r in res.log]
+    assert len(losses) == 5
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert (out / "train_log.jsonl").read_text().count("\n") == 5
+    assert "pytest" in (out / "TRAINING.md").read_text()
+    stats = json.loads((out / "dataset_statistics.json").read_text())
+    assert list(stats) == [STATS_KEY]
+    policy = models.load(out)
+    act = policy.predict_action(list(ep["images"][0]), ep["proprio"][0], task.instruction)
+    assert act.shape == (8, 7) and np.all(np.isfinite(act))
