@@ -334,6 +334,42 @@ def inspect_cmd(
     typer.echo(json.dumps(summary.to_json()) if as_json else format_summary(summary))
 
 
+# ---------------------------------------------------------------- train (helper F)
+@app.command("train")
+def train_cmd(
+    out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (released layout)."),
+    steps: int = typer.Option(12000, "--steps", help="Optimiser steps."),
+    batch: int = typer.Option(64, "--batch", help="Frames per step."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
+    device: str = typer.Option("auto", "--device", help="cpu|cuda|auto"),
+    episodes_per_task: int = typer.Option(24, "--episodes-per-task", help="Expert episodes per task (half DART-perturbed)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data, init and batches."),
+    eval_episodes: int = typer.Option(0, "--eval-episodes", help="Closed-loop episodes per task after training (0: none)."),
+    demos: Path | None = typer.Option(None, "--demos", help="Train on LIBERO-style HDF5 demos instead of live expert data."),
+    workers: int = typer.Option(0, "--workers", help="Data-generation processes (0: one per core)."),
+    ce_weight: float = typer.Option(0.2, "--ce-weight", help="Weight of the action-token cross-entropy."),
+) -> None:
+    """Train the tiny OpenVLA-OFT on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
+    import shlex
+
+    from omnimodel import train as train_mod
+
+    logging.getLogger("omnimodel.train").setLevel(logging.INFO)
+    cfg = train_mod.TrainConfig(
+        steps=steps, batch=batch, lr=lr, device=device, episodes_per_task=episodes_per_task, seed=seed,
+        eval_episodes=eval_episodes, demos=str(demos) if demos else None, workers=workers, ce_weight=ce_weight,
+    )  # fmt: skip
+    command = "omnimodel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res = train_mod.train(cfg, out, command=command)
+    last = res.log[-1]
+    typer.echo(f"trained {cfg.steps} steps on {res.frames} frames in {res.seconds:.0f} s: loss {last['loss']:.4f} "
+               f"(L1 {last['l1']:.4f}, CE {last['ce']:.3f}) -> {out}")  # fmt: skip
+    if res.eval:
+        for suite, v in res.eval["success_per_suite"].items():
+            typer.echo(f"  {suite:<16} {100 * v:5.1f}%")
+        typer.echo(f"  {'mean':<16} {100 * res.eval['success_mean']:5.1f}%")
+
+
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
