@@ -312,6 +312,20 @@ static int cmd_validate(const cli_args & a, omni_policy * P) {
             ins.emplace_back();
             to_array(t, ins.back());
         }
+        if (ins.empty() && name == "end_to_end") {
+            // the analyzer's end-to-end cache names its inputs; the forward pass alone runs on them
+            for (const char * n : {"pixel_values", "token_ids", "proprio_norm"}) {
+                const ggml_tensor * t = ref.tensor(n);
+                if (!t) break;
+                ins.emplace_back();
+                to_array(t, ins.back());
+            }
+        }
+        if (ins.empty()) {
+            n_failed++;
+            std::printf("{\"module\": \"%s\", \"status\": \"error\", \"message\": \"reference has no in.0\"}\n", json_escape(name).c_str());
+            continue;
+        }
         std::vector<omni_tensor> ts;
         for (const auto & x : ins) {
             omni_tensor t{};
