@@ -23,6 +23,8 @@ ARCHITECTURE_GLUE = {
 }
 # Parameter-free modules that only ever run inside a realised parent, or are unused.
 INERT = {"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"}
+# Leaves the architecture template realises directly (the token table is read with ggml_get_rows).
+TEMPLATE_LEAVES = {"Embedding"}
 UNUSED = {"AttentionPoolHead"}  # SigLIP's pooling head: in the checkpoint, never run
 
 
@@ -33,7 +35,12 @@ def _param_names(records: dict[str, dict], name: str) -> list[str]:
     while stack:
         cur = stack.pop()
         rec = records[cur]
-        rel = cur[len(name) + 1 :] if cur != name else ""
+        if cur == name:
+            rel = ""
+        elif name == "<root>":
+            rel = cur
+        else:
+            rel = cur[len(name) + 1 :]
         out += [f"{rel}.{p}" if rel else p for p in rec["params"]]
         stack += rec["children"]
     return sorted(out)
@@ -47,9 +54,13 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
     records = {r["name"]: r for r in analysis["modules"]}
     units, needs_llm, glue, unused, transforms = [], [], [], [], {}
 
+    def ran(name: str) -> bool:
+        rec = records[name]
+        return rec.get("ran", True) or any(ran(c) for c in rec["children"])
+
     def visit(name: str) -> None:
         rec = records[name]
-        if rec["cls"] in UNUSED or (name != "<root>" and not rec.get("ran", True)):
+        if rec["cls"] in UNUSED or (name != "<root>" and not ran(name)):
             unused.append(name)  # never ran on the sample (a tower's last block and final norm)
             return
         skill = match_skill(rec["cls"], _param_names(records, name), skills)
@@ -75,6 +86,9 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
                 transforms[f"{name}.{param}"] = {"gguf_suffix": entry.gguf, "transforms": list(entry.transforms)}
             return
         if rec["cls"] in INERT and not rec["params"]:
+            return
+        if rec["cls"] in TEMPLATE_LEAVES:
+            glue.append({"name": name, "cls": rec["cls"], "skill": None})
             return
         needs_llm.append({"name": name, "cls": rec["cls"], "params": _param_names(records, name), "ops": rec.get("ops", [])})
 

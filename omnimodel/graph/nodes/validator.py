@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from omnimodel.analysis import END_TO_END, analyze, read_reference, write_json
 from omnimodel.graph.state import PortState
 from omnimodel.parity import ACTION_COSINE_QUANT, ACTION_MAX_ABS, COSINE_THRESHOLD, compare, weight_class
@@ -35,7 +37,7 @@ def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path
     ggml = ensure_ggml_build(state.get("backend", "cpu"), box)
     out_dir.mkdir(parents=True, exist_ok=True)
     gguf_path = (run_dir / "model.gguf").resolve()
-    return compile_and_run_cmake_project(
+    result = compile_and_run_cmake_project(
         run_dir / "cpp",
         run_dir / "build",
         box,
@@ -45,7 +47,25 @@ def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path
         ro_mounts={gguf_path: str(gguf_path), ref_dir.resolve(): str(ref_dir.resolve())},
         run_timeout_s=1800,
         memory_mb=8192,
-    ), box.name
+    )
+    if result.ok:
+        # The whole policy from raw uint8 images and proprio (crop, normalisation, un-normalisation in C++).
+        build_dir = (run_dir / "build").resolve()
+        e2e = (ref_dir / f"{END_TO_END}.gguf").resolve()
+        res = box.run(
+            [str(build_dir / CLI), "run", str(gguf_path), "--inputs", str(e2e)],
+            build_dir,
+            timeout_s=1800,
+            memory_mb=8192,
+            ro_mounts={gguf_path: str(gguf_path), ref_dir.resolve(): str(ref_dir.resolve()), ggml.prefix: str(ggml.prefix)},
+            env={"LD_LIBRARY_PATH": str(ggml.lib_dir)},
+        )
+        if res.ok:
+            line = [ln for ln in res.stdout.splitlines() if ln.startswith("{")][-1]
+            (out_dir / "end_to_end_actions.json").write_text(line)
+        else:
+            result.run = res
+    return result, box.name
 
 
 def validate_outputs(plan: dict, ref_dir: Path, out_dir: Path, quant: str) -> tuple[list[dict], dict]:
@@ -78,11 +98,12 @@ def validate_outputs(plan: dict, ref_dir: Path, out_dir: Path, quant: str) -> tu
         )
     e2e = {}
     ref = read_reference(ref_dir / f"{END_TO_END}.gguf")
-    got_file = out_dir / f"{END_TO_END}.gguf"
-    if got_file.exists():
-        got = read_reference(got_file)
-        p = compare(got["actions"], ref["actions"])
-        pn = compare(got["actions_norm"], ref["actions_norm"])
+    norm_file = out_dir / f"{END_TO_END}.gguf"
+    actions_file = out_dir / "end_to_end_actions.json"
+    if norm_file.exists() and actions_file.exists():
+        actions = np.asarray(json.loads(actions_file.read_text())["actions"], np.float32)
+        p = compare(actions, ref["actions"])
+        pn = compare(read_reference(norm_file)["out"], ref["actions_norm"])
         limit = ACTION_MAX_ABS[wclass]
         passed = p.finite and p.shape_ok and (p.max_abs_err <= limit if limit is not None else p.cosine >= ACTION_COSINE_QUANT)
         e2e = {
@@ -107,7 +128,7 @@ def validator(state: PortState) -> dict:
     if weight_class(quant) == "quant":
         ref_dir = _simulated_reference(state, run_dir)
     out_dir = run_dir / "build" / "validate_out"
-    for stale in out_dir.glob("*.gguf"):
+    for stale in [*out_dir.glob("*.gguf"), *out_dir.glob("*.json")]:
         stale.unlink()
     result, sandbox_name = _build_and_run(state, run_dir, ref_dir, out_dir)
     validation: dict = {"quant": quant, "sandbox": sandbox_name, "reference": str(ref_dir.relative_to(run_dir))}
@@ -121,8 +142,9 @@ def validator(state: PortState) -> dict:
             res = failed[1]
             validation["run_error"] = f"{CLI} validate failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stderr[-4000:]}"
         modules, e2e = validate_outputs(plan, ref_dir, out_dir, quant)
-        if weight_class(quant) == "quant" and (out_dir / f"{END_TO_END}.gguf").exists():
-            fp = compare(read_reference(out_dir / f"{END_TO_END}.gguf")["actions"], read_reference(run_dir / "reference" / f"{END_TO_END}.gguf")["actions"])
+        if weight_class(quant) == "quant" and (out_dir / "end_to_end_actions.json").exists():
+            actions = np.asarray(json.loads((out_dir / "end_to_end_actions.json").read_text())["actions"], np.float32)
+            fp = compare(actions, read_reference(run_dir / "reference" / f"{END_TO_END}.gguf")["actions"])
             e2e["action_cosine_vs_fp32"] = fp.cosine
             e2e["reference"] = "quantizer simulation"
     validation["modules"] = modules
