@@ -340,7 +340,7 @@ def train_cmd(
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (released layout)."),
     steps: int = typer.Option(12000, "--steps", help="Optimiser steps."),
     batch: int = typer.Option(64, "--batch", help="Frames per step."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak AdamW learning rate."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate."),
     device: str = typer.Option("auto", "--device", help="cpu|cuda|auto"),
     episodes_per_task: int = typer.Option(24, "--episodes-per-task", help="Expert episodes per task (half DART-perturbed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, init and batches."),
@@ -348,6 +348,8 @@ def train_cmd(
     demos: Path | None = typer.Option(None, "--demos", help="Train on LIBERO-style HDF5 demos instead of live expert data."),
     workers: int = typer.Option(0, "--workers", help="Data-generation processes (0: one per core)."),
     ce_weight: float = typer.Option(0.2, "--ce-weight", help="Weight of the action-token cross-entropy."),
+    time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds of optimisation; >0 cuts --steps to fit."),
+    suites: str = typer.Option("libero_spatial,libero_object,libero_goal,libero_10", "--suites", help="Comma list."),
 ) -> None:
     """Train the tiny OpenVLA-OFT on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
     import shlex
@@ -358,6 +360,7 @@ def train_cmd(
     cfg = train_mod.TrainConfig(
         steps=steps, batch=batch, lr=lr, device=device, episodes_per_task=episodes_per_task, seed=seed,
         eval_episodes=eval_episodes, demos=str(demos) if demos else None, workers=workers, ce_weight=ce_weight,
+        time_budget=time_budget, suites=tuple(x.strip() for x in suites.split(",") if x.strip()),
     )  # fmt: skip
     command = "omnimodel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     res = train_mod.train(cfg, out, command=command)

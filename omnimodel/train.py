@@ -55,7 +55,7 @@ class TrainConfig:
 
     steps: int = 12000
     batch: int = 64
-    lr: float = 3e-4
+    lr: float = 5e-4
     weight_decay: float = 0.01
     warmup: int = 300
     min_lr_ratio: float = 0.05
@@ -77,6 +77,7 @@ class TrainConfig:
     log_every: int = 50
     demos: str | None = None  # LIBERO-style HDF5 folder instead of on-the-fly expert data
     eval_episodes: int = 0
+    time_budget: float = 0.0  # seconds of optimisation; >0 shortens the schedule after a timing probe
     extra: dict = field(default_factory=dict)
 
 
@@ -454,7 +455,11 @@ def train(
         fused=device.type == "cuda",
     )
     ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    use_amp = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    planned_steps = cfg.steps
 
     log_rows: list[dict] = []
     acc: dict[str, Any] = {"loss": 0.0, "l1": 0.0, "ce": 0.0, "tok_acc": 0.0}
@@ -469,6 +474,7 @@ def train(
     t_train = time.perf_counter()
     with Progress(*columns, disable=not show_progress, transient=True) as bar:
         tid = bar.add_task("train", total=cfg.steps, info="")
+        t_probe = time.perf_counter()
         for step in range(cfg.steps):
             idx_np = buckets.sample(cfg.batch)
             idx = torch.from_numpy(idx_np)
@@ -481,12 +487,19 @@ def train(
             lr = _lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            with amp:
+            try:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(px, ids, proprio_t[idx_d], with_logits=True)
+            except RuntimeError as exc:  # bf16 autocast unsupported by some op: fall back to fp32 (TF32)
+                if not use_amp or step > 0:
+                    raise
+                log.warning("bf16 autocast failed (%s); training in fp32", str(exc).splitlines()[0])
+                use_amp = False
                 out = model(px, ids, proprio_t[idx_d], with_logits=True)
-                l1 = (out.actions.float() - norm_t[idx_d]).abs().mean()
-                logits = out.action_logits.float()
-                ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[idx_d].reshape(-1))
-                loss = l1 + cfg.ce_weight * ce
+            l1 = (out.actions.float() - norm_t[idx_d]).abs().mean()
+            logits = out.action_logits.float()
+            ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[idx_d].reshape(-1))
+            loss = l1 + cfg.ce_weight * ce
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -517,6 +530,22 @@ def train(
                 n_acc = 0
                 bar.update(tid, info=f"l1 {row['l1']:.4f} ce {row['ce']:.3f}")
             bar.advance(tid)
+            if cfg.time_budget > 0 and step + 1 == 60:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                per_step = (time.perf_counter() - t_probe) / 40
+                fit = int(cfg.time_budget / per_step)
+                if fit < cfg.steps:
+                    cfg.steps = max(fit, cfg.warmup + 100, 61)
+                    bar.update(tid, total=cfg.steps)
+                    log.warning("%.1f ms/step: %d steps fit the %.0f s budget (planned %d)", 1e3 * per_step,
+                                cfg.steps, cfg.time_budget, planned_steps)  # fmt: skip
+            if step + 1 == 20:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t_probe = time.perf_counter()
+            if step + 1 >= cfg.steps:
+                break
 
     if ema is not None:
         with torch.no_grad():
@@ -530,6 +559,9 @@ def train(
         "episodes": data.episodes,
         "data_seconds": round(t_data, 1),
         "train_seconds": round(time.perf_counter() - t_train, 1),
+        "steps_planned": planned_steps,
+        "steps_run": cfg.steps,
+        "bf16_autocast": use_amp,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
