@@ -82,9 +82,13 @@ class LocalSandbox(Sandbox):
 
     name = "local"
 
+    _warned = False
+
     def __init__(self) -> None:
-        log.warning("local sandbox: isolates less than Docker (host file system; network %s)",
-                    "cut by a network namespace" if _can_unshare_net() else "open")
+        if not LocalSandbox._warned:  # once per process: the choice does not change
+            LocalSandbox._warned = True
+            log.warning("local sandbox: isolates less than Docker (host file system; network %s)",
+                        "cut by a network namespace" if _can_unshare_net() else "open")
 
     def identity(self) -> str:
         """The host compiler and cmake versions."""
