@@ -56,8 +56,8 @@ class Sandbox(abc.ABC):
     ) -> RunResult:
         """Run `cmd` in `workdir` (read-write) with the limits; `ro_mounts` maps host paths to paths inside.
 
-        `memory_mb <= 0` means no memory limit (local backend only, e.g. for CUDA programs, whose
-        runtime maps large private regions); `cpus` defaults to every core.
+        `memory_mb <= 0` means no memory limit (for CUDA programs, whose runtime maps large private
+        regions); `cpus` defaults to every core.
         """
 
     @abc.abstractmethod

@@ -120,7 +120,7 @@ class DockerSandbox(Sandbox):
             volumes[str(Path(host).resolve())] = {"bind": str(inside), "mode": "ro"}
         environment = {"HOME": "/tmp", "TMPDIR": "/tmp"}
         environment.update({str(k): str(v) for k, v in (env or {}).items()})
-        mem = f"{memory_mb}m"
+        mem = f"{memory_mb}m" if memory_mb > 0 else None  # None: no memory limit
         container = None
         with sigterm_as_interrupt():
             try:
