@@ -24,6 +24,10 @@ fi
 
 if ! docker info >/dev/null 2>&1; then
     log "starting dockerd"
+    # A dockerd of an earlier session that was killed leaves its pid file behind.
+    if [[ -f /var/run/docker.pid ]] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        $SUDO rm -f /var/run/docker.pid
+    fi
     mkdir -p "${OMNIMODEL_LOG_DIR:-/tmp}"
     $SUDO nohup dockerd >"${OMNIMODEL_LOG_DIR:-/tmp}/omnimodel-dockerd.log" 2>&1 &
     for _ in $(seq 1 60); do
