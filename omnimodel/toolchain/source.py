@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -51,6 +52,15 @@ def ggml_source_dir() -> Path:
     final = _pinned_dir()
     if (final / _COMPLETE_MARK).is_file():
         return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".lock-{final.name}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one extractor; the others wait and reuse its result
+        if not (final / _COMPLETE_MARK).is_file():
+            _fetch_and_extract(final)
+    return final
+
+
+def _fetch_and_extract(final: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="omnimodel-sdist-") as tmp:
         sdist = _download_sdist(Path(tmp))
         with atomic_dir(final) as staging:
@@ -60,7 +70,6 @@ def ggml_source_dir() -> Path:
             )
             _make_world_readable(staging)
     log.info("GGML source extracted to %s", final)
-    return final
 
 
 def source_hash(src: Path | None = None) -> str:
