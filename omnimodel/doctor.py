@@ -63,12 +63,18 @@ def check_ggml_source() -> Check:
         try:
             return Check("GGML source", True, f"{source.SOURCE_ENV}={source.ggml_source_dir()}")
         except Exception as exc:  # report, never crash the doctor
-            return Check("GGML source", False, str(exc), f"unset {source.SOURCE_ENV} or point it at a checkout")
+            return Check(
+                "GGML source", False, str(exc), f"unset {source.SOURCE_ENV} or point it at a checkout"
+            )
     pinned = source._pinned_dir()
     if (pinned / source._COMPLETE_MARK).is_file():
         return Check("GGML source", True, f"{source.SDIST_PACKAGE}=={source.SDIST_VERSION} at {pinned}")
-    return Check("GGML source", False, f"not extracted yet ({source.SDIST_PACKAGE}=={source.SDIST_VERSION})",
-                 "omnimodel toolchain build")
+    return Check(
+        "GGML source",
+        False,
+        f"not extracted yet ({source.SDIST_PACKAGE}=={source.SDIST_VERSION})",
+        "omnimodel toolchain build",
+    )
 
 
 def check_ggml_builds() -> Check:
@@ -94,8 +100,10 @@ def check_docker() -> tuple[Check, Check]:
         client = docker_client(timeout=3)
     except SandboxError as exc:
         fix = "apt-get install -y docker.io && (dockerd > /var/log/dockerd.log 2>&1 &)  # or bash .ci/setup_system.sh"
-        return (Check("Docker engine", False, f"not running: {exc}", fix, required=False),
-                Check("Sandbox image", False, f"{tag}: engine not reachable", BUILD_FIX, required=False))
+        return (
+            Check("Docker engine", False, f"not running: {exc}", fix, required=False),
+            Check("Sandbox image", False, f"{tag}: engine not reachable", BUILD_FIX, required=False),
+        )
     engine = Check("Docker engine", True, f"server {client.version().get('Version', '?')}")
     try:
         image = client.images.get(tag)
@@ -110,22 +118,39 @@ def check_cuda() -> Check:
 
     nvcc = nvcc_path()
     if not nvcc:
-        return Check("CUDA / nvcc", False, "nvcc not found (CPU backend only)",
-                     "install the CUDA toolkit (only for --backend cuda)", required=False)
+        return Check(
+            "CUDA / nvcc",
+            False,
+            "nvcc not found (CPU backend only)",
+            "install the CUDA toolkit (only for --backend cuda)",
+            required=False,
+        )
     version = _version_line(str(nvcc), last=True)
     smi = shutil.which("nvidia-smi")
     gpu = _version_line(smi, ("--query-gpu=name,compute_cap", "--format=csv,noheader")) if smi else ""
     if cublas_path(nvcc) is None:
-        return Check("CUDA / nvcc", False, f"{version}; no libcublas beside it (GPU: {gpu or 'none visible'})",
-                     "install the toolkit's cuBLAS (only for --backend cuda)", required=False)
+        return Check(
+            "CUDA / nvcc",
+            False,
+            f"{version}; no libcublas beside it (GPU: {gpu or 'none visible'})",
+            "install the toolkit's cuBLAS (only for --backend cuda)",
+            required=False,
+        )
     return Check("CUDA / nvcc", True, f"{version}; GPU: {gpu or 'none visible'}", required=False)
 
 
 def check_llm_keys() -> list[Check]:
     """Whether each provider key is set; never its value."""
-    return [Check(key, bool(os.environ.get(key)), "present" if os.environ.get(key) else "absent",
-                  f"export {key}=...  (only for --llm with that provider)", required=False)
-            for key in LLM_KEYS]
+    return [
+        Check(
+            key,
+            bool(os.environ.get(key)),
+            "present" if os.environ.get(key) else "absent",
+            f"export {key}=...  (only for --llm with that provider)",
+            required=False,
+        )
+        for key in LLM_KEYS
+    ]
 
 
 def run_checks() -> list[Check]:
@@ -150,6 +175,10 @@ def render(checks: list[Check]) -> Table:
     for col in ("", "component", "found", "fix"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        mark = "[green]ok[/green]" if c.ok else ("[red]missing[/red]" if c.required else "[yellow]missing[/yellow]")
+        mark = (
+            "[green]ok[/green]"
+            if c.ok
+            else ("[red]missing[/red]" if c.required else "[yellow]missing[/yellow]")
+        )
         table.add_row(mark, c.name, c.detail, "" if c.ok else c.fix)
     return table

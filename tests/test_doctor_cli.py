@@ -11,8 +11,13 @@ from omnimodel.paths import REPO_ROOT
 
 def _doctor(*args: str, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "omnimodel.cli", "doctor", *args], capture_output=True,
-                          text=True, env=full, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "omnimodel.cli", "doctor", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=120,
+    )
 
 
 def test_doctor_without_docker_says_so_and_names_the_fix(tmp_path):

@@ -143,8 +143,12 @@ def test_writes_outside_workdir_fail(box, tmp_path):
     ro.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    script = ("for p in /usr/x /etc/x /x /home/x " + str(ro) + "/x; do touch $p 2>/dev/null && echo WROTE $p; done; "
-              "touch ./inside && touch /tmp/scratch && echo OK")
+    script = (
+        "for p in /usr/x /etc/x /x /home/x "
+        + str(ro)
+        + "/x; do touch $p 2>/dev/null && echo WROTE $p; done; "
+        "touch ./inside && touch /tmp/scratch && echo OK"
+    )
     res = box.run(["sh", "-c", script], work, timeout_s=20, memory_mb=64, ro_mounts={ro: str(ro)})
     assert "WROTE" not in res.stdout, res.stdout
     assert res.stdout.strip().endswith("OK") and (work / "inside").exists()

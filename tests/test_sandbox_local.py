@@ -32,7 +32,9 @@ def test_output_exit_code_and_reason(box, tmp_path):
 
 def test_timeout_kills_whole_group_within_2s(box, tmp_path):
     t0 = time.monotonic()
-    res = box.run(["sh", "-c", "sleep 100 & echo $! > child.pid; sleep 100"], tmp_path, timeout_s=1.5, memory_mb=256)
+    res = box.run(
+        ["sh", "-c", "sleep 100 & echo $! > child.pid; sleep 100"], tmp_path, timeout_s=1.5, memory_mb=256
+    )
     elapsed = time.monotonic() - t0
     assert res.killed_by == "timeout" and elapsed < 1.5 + 2
     child = int((tmp_path / "child.pid").read_text())
@@ -71,8 +73,12 @@ def test_sigterm_to_driver_kills_the_command(tmp_path):
 
 
 def test_memory_limit_reported(box, tmp_path):
-    res = box.run([sys.executable, "-c", "b = bytearray(800 * 2**20); print(len(b))"], tmp_path,
-                  timeout_s=30, memory_mb=300)
+    res = box.run(
+        [sys.executable, "-c", "b = bytearray(800 * 2**20); print(len(b))"],
+        tmp_path,
+        timeout_s=30,
+        memory_mb=300,
+    )
     assert res.killed_by == "memory", res
     assert str(800 * 2**20) not in res.stdout
 
@@ -91,8 +97,12 @@ def test_network_cut_when_root(box, tmp_path):
     server.listen(1)
     port = server.getsockname()[1]
     try:
-        res = box.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED"], tmp_path,
-                      timeout_s=10, memory_mb=256)
+        res = box.run(
+            ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo CONNECTED"],
+            tmp_path,
+            timeout_s=10,
+            memory_mb=256,
+        )
     finally:
         server.close()
     assert "CONNECTED" not in res.stdout and res.exit_code != 0

@@ -132,6 +132,8 @@ def test_cpu_build_layout_and_reuse():
     info = json.loads((first.prefix / build_mod.BUILD_INFO).read_text())
     assert info["key"] == first.key and info["timings"]["build_s"] > 0 and "-DGGML_NATIVE=ON" in info["flags"]
     # Never half-visible: no work or temp directories remain beside finished builds.
-    leftovers = [p.name for p in build_mod.builds_root().iterdir() if p.name.startswith(".work-cpu-" + first.key)]
+    leftovers = [
+        p.name for p in build_mod.builds_root().iterdir() if p.name.startswith(".work-cpu-" + first.key)
+    ]
     assert leftovers == []
     assert first in build_mod.list_builds()

@@ -66,15 +66,26 @@ def compile_and_run_cmake_project(
     run_env = {"LD_LIBRARY_PATH": str(ggml_build.lib_dir)}
     run_env.update(env or {})
     jobs = str(os.cpu_count() or 2)
-    configure_cmd = ["cmake", "-S", str(src_dir), "-B", str(build_dir), "-G", "Ninja",
-                     "-DCMAKE_BUILD_TYPE=Release", f"-Dggml_DIR={ggml_build.cmake_dir}",
-                     f"-DCMAKE_PREFIX_PATH={ggml_build.prefix}", *(configure_args or [])]
+    configure_cmd = [
+        "cmake",
+        "-S",
+        str(src_dir),
+        "-B",
+        str(build_dir),
+        "-G",
+        "Ninja",
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-Dggml_DIR={ggml_build.cmake_dir}",
+        f"-DCMAKE_PREFIX_PATH={ggml_build.prefix}",
+        *(configure_args or []),
+    ]
     common = {"memory_mb": memory_mb, "pids": pids, "ro_mounts": mounts, "env": run_env}
     result = CMakeRun(configure=sandbox.run(configure_cmd, build_dir, timeout_s=build_timeout_s, **common))
     if not result.configure.ok:
         return result
-    result.build = sandbox.run(["cmake", "--build", str(build_dir), "-j", jobs], build_dir,
-                               timeout_s=build_timeout_s, **common)
+    result.build = sandbox.run(
+        ["cmake", "--build", str(build_dir), "-j", jobs], build_dir, timeout_s=build_timeout_s, **common
+    )
     if not result.build.ok or not run:
         return result
     exe = Path(run[0]) if Path(run[0]).is_absolute() else build_dir / run[0]

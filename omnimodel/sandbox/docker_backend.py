@@ -125,13 +125,26 @@ class DockerSandbox(Sandbox):
         with sigterm_as_interrupt():
             try:
                 container = self.client.containers.create(
-                    self.image, command=list(cmd), working_dir=str(workdir), user=f"{uid}:{uid}",
-                    environment=environment, volumes=volumes, labels={LABEL: "1", f"{LABEL}.pid": str(os.getpid())},
-                    network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"],
-                    read_only=True, tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
-                    pids_limit=pids, mem_limit=mem, memswap_limit=mem,
+                    self.image,
+                    command=list(cmd),
+                    working_dir=str(workdir),
+                    user=f"{uid}:{uid}",
+                    environment=environment,
+                    volumes=volumes,
+                    labels={LABEL: "1", f"{LABEL}.pid": str(os.getpid())},
+                    network_mode="none",
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges"],
+                    read_only=True,
+                    tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
+                    pids_limit=pids,
+                    mem_limit=mem,
+                    memswap_limit=mem,
                     nano_cpus=int((cpus or os.cpu_count() or 1) * 1e9),
-                    ulimits=[_ulimit("core", 0)], stdin_open=False, tty=False, detach=True,
+                    ulimits=[_ulimit("core", 0)],
+                    stdin_open=False,
+                    tty=False,
+                    detach=True,
                     log_config={"type": "json-file", "config": {"max-size": "8m"}},
                 )
                 return self._run_container(container, timeout_s)

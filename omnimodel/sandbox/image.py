@@ -17,7 +17,9 @@ RECIPE_DIR = REPO_ROOT / "sandbox"
 RECIPE_FILES = ("build_image.sh", "packages.txt", "Dockerfile")
 IMAGE_REPO = "omnimodel-sandbox"
 LABEL = "org.omnimodel.sandbox"
-BUILD_FIX = "bash sandbox/build_image.sh (needs debootstrap and a running dockerd; or bash .ci/setup_system.sh)"
+BUILD_FIX = (
+    "bash sandbox/build_image.sh (needs debootstrap and a running dockerd; or bash .ci/setup_system.sh)"
+)
 
 
 def recipe_hash() -> str:

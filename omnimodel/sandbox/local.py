@@ -28,8 +28,13 @@ from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, sigterm_as_inte
 log = logging.getLogger(__name__)
 
 _SECRET_ENV = re.compile(r"(_API_KEY|_TOKEN|_SECRET|PASSWORD)$", re.IGNORECASE)
-_OOM_MARKERS = ("std::bad_alloc", "Cannot allocate memory", "MemoryError", "out of memory",
-                "failed to allocate")
+_OOM_MARKERS = (
+    "std::bad_alloc",
+    "Cannot allocate memory",
+    "MemoryError",
+    "out of memory",
+    "failed to allocate",
+)
 _POLL_S = 0.02
 _SCAN_EVERY_S = 0.1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -58,7 +63,7 @@ def _session_procs(sid: int) -> list[tuple[int, int]]:
                 stat = fin.read()
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) > 21 and int(fields[3]) == sid and fields[0] != b"Z":
             found.append((int(entry.name), int(fields[21]) * _PAGE))
     return found
@@ -87,8 +92,10 @@ class LocalSandbox(Sandbox):
     def __init__(self) -> None:
         if not LocalSandbox._warned:  # once per process: the choice does not change
             LocalSandbox._warned = True
-            log.warning("local sandbox: isolates less than Docker (host file system; network %s)",
-                        "cut by a network namespace" if _can_unshare_net() else "open")
+            log.warning(
+                "local sandbox: isolates less than Docker (host file system; network %s)",
+                "cut by a network namespace" if _can_unshare_net() else "open",
+            )
 
     def identity(self) -> str:
         """The host compiler and cmake versions."""
@@ -139,9 +146,16 @@ class LocalSandbox(Sandbox):
             start = time.monotonic()
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 try:
-                    proc = subprocess.Popen(argv, cwd=workdir, env=full_env, stdin=subprocess.DEVNULL,
-                                            stdout=out, stderr=err, start_new_session=True,
-                                            preexec_fn=limits)
+                    proc = subprocess.Popen(
+                        argv,
+                        cwd=workdir,
+                        env=full_env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                        preexec_fn=limits,
+                    )
                 except OSError as exc:
                     return RunResult(127, "", f"cannot start {cmd[0]}: {exc}", 0.0, None, self.name)
                 try:
@@ -159,8 +173,9 @@ class LocalSandbox(Sandbox):
             killed = "memory"
         return RunResult(exit_code, stdout, stderr, wall, killed, self.name)
 
-    def _watch(self, proc: subprocess.Popen, start: float, timeout_s: float,
-               mem_bytes: int | None, pids: int) -> KilledBy:
+    def _watch(
+        self, proc: subprocess.Popen, start: float, timeout_s: float, mem_bytes: int | None, pids: int
+    ) -> KilledBy:
         """Wait for the process; kill its whole session on timeout, too many processes or too much RSS."""
         next_scan = start
         while proc.poll() is None:

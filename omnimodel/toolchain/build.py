@@ -93,8 +93,9 @@ def detect_cuda_arch() -> str:
         return os.environ[CUDA_ARCH_ENV]
     smi = shutil.which("nvidia-smi")
     if smi:
-        proc = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True
+        )
         caps = proc.stdout.split()
         if proc.returncode == 0 and caps:
             return caps[0].replace(".", "")
@@ -121,10 +122,14 @@ def cmake_flags(backend: str) -> list[str]:
     if backend == "cuda":
         nvcc = nvcc_path()
         if nvcc is None:
-            raise ToolchainError("CUDA build asked but nvcc is not found: install the CUDA toolkit or use --backend cpu")
+            raise ToolchainError(
+                "CUDA build asked but nvcc is not found: install the CUDA toolkit or use --backend cpu"
+            )
         if cublas_path(nvcc) is None:
-            raise ToolchainError(f"the CUDA toolkit of {nvcc} has no libcublas (GGML's CUDA backend links it): "
-                                 "install the toolkit's cuBLAS (e.g. apt-get install libcublas-dev-<ver>) or use --backend cpu")
+            raise ToolchainError(
+                f"the CUDA toolkit of {nvcc} has no libcublas (GGML's CUDA backend links it): "
+                "install the toolkit's cuBLAS (e.g. apt-get install libcublas-dev-<ver>) or use --backend cpu"
+            )
         flags += [
             "-DGGML_CUDA=ON",
             f"-DCMAKE_CUDA_ARCHITECTURES={detect_cuda_arch()}",
@@ -146,8 +151,16 @@ def _toolchain_identity(sandbox: Sandbox, backend: str) -> str:
 
 def build_key(src_hash: str, backend: str, flags: list[str], toolchain: str) -> str:
     """sha256 over everything that shapes the binaries, first 16 hex digits."""
-    blob = json.dumps({"source": src_hash, "backend": backend, "flags": flags, "toolchain": toolchain,
-                       "wrapper": _WRAPPER_CMAKE}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "source": src_hash,
+            "backend": backend,
+            "flags": flags,
+            "toolchain": toolchain,
+            "wrapper": _WRAPPER_CMAKE,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -211,8 +224,9 @@ def _lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build(src: Path, final: Path, box: Sandbox, backend: str, key: str, flags: list[str],
-           toolchain: str) -> None:
+def _build(
+    src: Path, final: Path, box: Sandbox, backend: str, key: str, flags: list[str], toolchain: str
+) -> None:
     """Configure, build and install into a work dir in the sandbox, then rename the prefix into place.
 
     The work dir (and its CMake build tree) survives an interrupted build, so the next call resumes.
@@ -227,8 +241,20 @@ def _build(src: Path, final: Path, box: Sandbox, backend: str, key: str, flags: 
         shutil.rmtree(install_dir)
     jobs = str(os.cpu_count() or 2)
     steps = [
-        ("configure", ["cmake", "-S", str(wrapper), "-B", str(build_dir), "-G", "Ninja",
-                       f"-DGGML_SOURCE_DIR={src}", *flags]),
+        (
+            "configure",
+            [
+                "cmake",
+                "-S",
+                str(wrapper),
+                "-B",
+                str(build_dir),
+                "-G",
+                "Ninja",
+                f"-DGGML_SOURCE_DIR={src}",
+                *flags,
+            ],
+        ),
         ("build", ["cmake", "--build", str(build_dir), "-j", jobs]),
         ("install", ["cmake", "--install", str(build_dir), "--prefix", str(install_dir)]),
     ]
@@ -239,21 +265,36 @@ def _build(src: Path, final: Path, box: Sandbox, backend: str, key: str, flags: 
     deadline = _BUILD_TIMEOUT_S[backend]
     log.info("building GGML %s (key %s) in the %s sandbox", backend, key, box.name)
     for name, cmd in steps:
-        res = box.run(cmd, work, timeout_s=deadline, memory_mb=_BUILD_MEMORY_MB, pids=_BUILD_PIDS,
-                      ro_mounts={src: str(src)})
+        res = box.run(
+            cmd,
+            work,
+            timeout_s=deadline,
+            memory_mb=_BUILD_MEMORY_MB,
+            pids=_BUILD_PIDS,
+            ro_mounts={src: str(src)},
+        )
         timings[f"{name}_s"] = round(res.wall_s, 3)
         if not res.ok:
             tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-25:])
             log.error("GGML %s step failed:\n%s", name, tail)
             why = f"killed by {res.killed_by}" if res.killed_by else f"exit {res.exit_code}"
-            raise ToolchainError(f"GGML {backend} {name} failed in the {box.name} sandbox ({why}); "
-                                 f"see the log above, fix the toolchain, and rerun `omnimodel toolchain build`")
+            raise ToolchainError(
+                f"GGML {backend} {name} failed in the {box.name} sandbox ({why}); "
+                f"see the log above, fix the toolchain, and rerun `omnimodel toolchain build`"
+            )
     timings["total_s"] = round(time.monotonic() - started, 3)
     libs = sorted(p.name for p in (install_dir / "lib").glob("libggml*.so*"))
     info = {
-        "key": key, "backend": backend, "flags": flags, "source_dir": str(src),
-        "source_hash": source_hash(src), "toolchain": toolchain, "sandbox": box.name,
-        "timings": timings, "libs": libs, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "key": key,
+        "backend": backend,
+        "flags": flags,
+        "source_dir": str(src),
+        "source_hash": source_hash(src),
+        "toolchain": toolchain,
+        "sandbox": box.name,
+        "timings": timings,
+        "libs": libs,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     (install_dir / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
     _make_readable(install_dir)

@@ -86,7 +86,9 @@ class SelfCheck:
     sandbox: str
 
 
-def write_matmul_softmax_project(dest: Path, *, m: int = 16, k: int = 32, n: int = 8, seed: int = 0) -> np.ndarray:
+def write_matmul_softmax_project(
+    dest: Path, *, m: int = 16, k: int = 32, n: int = 8, seed: int = 0
+) -> np.ndarray:
     """Write main.c + CMakeLists.txt into `dest`; return the expected output (N x M, row-major) from numpy."""
     rng = np.random.default_rng(seed)
     a = rng.uniform(-1, 1, size=(m, k)).astype(np.float32)
@@ -118,14 +120,22 @@ def run_selfcheck(workdir: Path, backend: str = "cpu", sandbox: str | Sandbox = 
     src, build = workdir / "src", workdir / "build"
     expected = write_matmul_softmax_project(src)
     t0 = time.monotonic()
-    res = compile_and_run_cmake_project(src, build, box, ggml, run=[PROGRAM_NAME, backend],
-                                        run_memory_mb=0 if box.name == "local" and backend == "cuda" else None)
+    res = compile_and_run_cmake_project(
+        src,
+        build,
+        box,
+        ggml,
+        run=[PROGRAM_NAME, backend],
+        run_memory_mb=0 if box.name == "local" and backend == "cuda" else None,
+    )
     elapsed = time.monotonic() - t0
     failed = res.failed_step()
     if failed:
         name, step = failed
-        raise ToolchainError(f"self-check {name} failed in the {box.name} sandbox (exit {step.exit_code}, "
-                             f"killed_by={step.killed_by}): {step.stderr.strip()[-400:]}")
+        raise ToolchainError(
+            f"self-check {name} failed in the {box.name} sandbox (exit {step.exit_code}, "
+            f"killed_by={step.killed_by}): {step.stderr.strip()[-400:]}"
+        )
     name, values = parse_output(res.run.stdout)
     if values.size != expected.size:
         raise ToolchainError(f"self-check printed {values.size} values, expected {expected.size}")

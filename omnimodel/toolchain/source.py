@@ -89,8 +89,18 @@ def _download_sdist(dest: Path) -> Path:
     cached = cache_dir() / "downloads" / SDIST_FILENAME
     if cached.is_file() and _sha256(cached) == SDIST_SHA256:
         return cached
-    cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-           f"{SDIST_PACKAGE}=={SDIST_VERSION}", "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-binary",
+        ":all:",
+        "--no-deps",
+        f"{SDIST_PACKAGE}=={SDIST_VERSION}",
+        "-d",
+        str(dest),
+    ]
     log.info("downloading %s==%s sdist from PyPI", SDIST_PACKAGE, SDIST_VERSION)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     got = dest / SDIST_FILENAME
@@ -117,7 +127,7 @@ def _extract_ggml(sdist: Path, dest: Path) -> None:
         for member in tar.getmembers():
             if not member.name.startswith(_GGML_PREFIX) or not (member.isfile() or member.isdir()):
                 continue
-            rel = member.name[len(_GGML_PREFIX):]
+            rel = member.name[len(_GGML_PREFIX) :]
             if not rel or rel.startswith("/") or ".." in Path(rel).parts:
                 continue
             target = dest / rel
