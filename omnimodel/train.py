@@ -92,6 +92,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _indexed(device: torch.device) -> torch.device:
+    """cuda -> cuda:<current> so that device comparisons with tensor.device hold."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 # ---------------------------------------------------------------- data
 @dataclass
 class DemoData:
@@ -297,6 +304,10 @@ def crop_resize(x: torch.Tensor, offset: torch.Tensor, crop_scale: float = CROP_
     return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_INV = np.linalg.inv(_YIQ.astype(np.float64)).astype(np.float32)
+
+
 def _rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
     return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
@@ -316,10 +327,8 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator, hue: float) -> torch.Te
     if hue > 0:  # rotate chroma in YIQ space by 2 pi * delta
         ang = u(-hue, hue).view(b) * 2 * math.pi
         cos, sin = torch.cos(ang), torch.sin(ang)
-        yiq = torch.tensor(
-            [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device
-        )
-        rgb = torch.linalg.inv(yiq)
+        yiq = torch.tensor(_YIQ, device=x.device)
+        rgb = torch.tensor(_YIQ_INV, device=x.device)
         rot = torch.zeros(b, 3, 3, device=x.device)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
@@ -409,7 +418,7 @@ def train(
     if cfg.steps < 1 or cfg.batch < 1:
         raise ConfigError("--steps and --batch must be at least 1")
     t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
+    device = _indexed(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if data is None:
