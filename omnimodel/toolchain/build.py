@@ -166,6 +166,8 @@ def build_key(src_hash: str, backend: str, flags: list[str], toolchain: str) -> 
 
 def ensure_ggml_build(backend: str = "cpu", sandbox: str | Sandbox = "auto") -> GGMLBuild:
     """The GGML build for `backend` in `sandbox`: reused when its key is unchanged, else built now."""
+    if sandbox == "auto" and backend == "cuda":
+        sandbox = "local"  # the sandbox image carries no CUDA toolkit
     box = get_sandbox(sandbox) if isinstance(sandbox, str) else sandbox
     if backend == "cuda" and box.name != "local":
         raise ToolchainError("CUDA builds need --sandbox local: the sandbox image has no CUDA toolkit")
