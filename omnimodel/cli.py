@@ -338,11 +338,11 @@ def inspect_cmd(
 @app.command("train")
 def train_cmd(
     out: Path = typer.Option(..., "--out", help="Checkpoint directory to write (released layout)."),
-    steps: int = typer.Option(12000, "--steps", help="Optimiser steps."),
+    steps: int = typer.Option(15000, "--steps", help="Optimiser steps."),
     batch: int = typer.Option(64, "--batch", help="Frames per step."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate."),
     device: str = typer.Option("auto", "--device", help="cpu|cuda|auto"),
-    episodes_per_task: int = typer.Option(24, "--episodes-per-task", help="Expert episodes per task (half DART-perturbed)."),
+    episodes_per_task: int = typer.Option(32, "--episodes-per-task", help="Expert episodes per task (half DART-perturbed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of data, init and batches."),
     eval_episodes: int = typer.Option(0, "--eval-episodes", help="Closed-loop episodes per task after training (0: none)."),
     demos: Path | None = typer.Option(None, "--demos", help="Train on LIBERO-style HDF5 demos instead of live expert data."),

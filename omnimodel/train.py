@@ -53,7 +53,7 @@ N_BINS = 256
 class TrainConfig:
     """Every knob of a training run (written to TRAINING.md and train_log.jsonl)."""
 
-    steps: int = 12000
+    steps: int = 15000
     batch: int = 64
     lr: float = 5e-4
     weight_decay: float = 0.01
@@ -62,7 +62,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ce_weight: float = 0.2
     ema: float = 0.999
-    episodes_per_task: int = 24
+    episodes_per_task: int = 32
     dart_fraction: float = 0.5  # share of episodes with perturbed execution
     dart_block_prob: float = 0.35  # chance that an 8-step block of a DART episode is perturbed
     dart_sigma: float = 0.35  # per-step noise (action units) in a perturbed block

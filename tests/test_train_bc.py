@@ -126,3 +126,31 @@ def test_short_training_learns_and_checkpoint_loads(tmp_path, episode):
     policy = models.load(out)
     act = policy.predict_action(list(ep["images"][0]), ep["proprio"][0], task.instruction)
     assert act.shape == (8, 7) and np.all(np.isfinite(act))
+
+
+def test_hdf5_demos_give_the_same_frames_as_live_expert_data(tmp_path):
+    """`--demos DIR` (C's LIBERO-style export read through omnimodel.calib) yields what the live path records."""
+    from omnimodel.suite.export import episode_seed, export_task
+    from omnimodel.train import load_hdf5_demos
+
+    task = suite_tasks("libero_object")[2]
+    export_task(task, 2, tmp_path / task.suite / f"{task.name}_demo.hdf5", episodes=1, seed=0)
+    data = load_hdf5_demos(tmp_path)
+    live = record_episode(task, episode_seed("demo", 0, task.suite, 2, 0), dart=False, cfg=TrainConfig())
+    assert data.instructions == [task.instruction] and data.suites == [task.suite]
+    np.testing.assert_array_equal(data.images, live["images"])
+    np.testing.assert_allclose(data.proprio, live["proprio"], atol=1e-6)
+    np.testing.assert_allclose(data.actions, live["actions"], atol=1e-6)
+
+
+def test_device_choice():
+    from omnimodel.errors import ConfigError
+    from omnimodel.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            resolve_device("cuda")
