@@ -1,0 +1,96 @@
+"""Stage 1 statistics: per-sample mean-pooled outputs of every target matrix and the inputs X of
+the LLM and of each vision tower, captured with forward hooks over the calibration set.
+
+Each model forward adds one row per matrix: the output summed over all token positions (both
+images for a tower) and divided by the count, i.e. pooled over ALL positions (the OFT driver's
+--pool-all). Only N x width vectors are kept, never tokens x features.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from actquant_plugin.calibration import CalibrationSet
+from actquant_plugin.targets import Target
+
+log = logging.getLogger(__name__)
+
+
+class _Pool:
+    """Running sums of one forward pass: name -> (sum over tokens [B, width], token count)."""
+
+    def __init__(self) -> None:
+        self.acc: dict[str, list] = {}
+
+    def add(self, name: str, y: torch.Tensor) -> None:
+        y = y.detach()
+        s = y.reshape(y.shape[0], -1, y.shape[-1]).float().sum(1)
+        n = y.numel() // (y.shape[0] * y.shape[-1])
+        if name in self.acc:
+            self.acc[name][0] += s
+            self.acc[name][1] += n
+        else:
+            self.acc[name] = [s, n]
+
+    def means(self) -> dict[str, torch.Tensor]:
+        return {k: s / n for k, (s, n) in self.acc.items()}
+
+
+def _first_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """The module whose input is X, per tower: v / v2 first ViT block and the LLM's layer 0."""
+    vb = model.vision_backbone
+    return {
+        "v": vb.featurizer.blocks[0],
+        "v2": vb.fused_featurizer.blocks[0],
+        "llm": model.language_model.model.layers[0],
+    }
+
+
+@torch.no_grad()
+def pooled_states(
+    model: nn.Module, calib: CalibrationSet, targets: dict[str, Target], device: torch.device, dtype: torch.dtype
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(X per tower {'v','v2','llm'} (N, width), Y per target (N, rows)) on the CPU, float32."""
+    pool = _Pool()
+    by_module: dict[str, list[Target]] = {}
+    for t in targets.values():
+        by_module.setdefault(t.module_name, []).append(t)
+    handles = []
+    modules = dict(model.named_modules())
+    for mod_name, ts in by_module.items():
+
+        def hook(_m, _inp, out, ts=ts):
+            for t in ts:
+                pool.add(t.name, out[..., t.rows])
+
+        handles.append(modules[mod_name].register_forward_hook(hook))
+    for tower, blk in _first_blocks(model).items():
+
+        def pre(_m, args, kwargs, tower=tower):
+            x = args[0] if args else kwargs["hidden_states"]
+            pool.add(f"X:{tower}", x)
+
+        handles.append(blk.register_forward_pre_hook(pre, with_kwargs=True))
+    xs: dict[str, list[torch.Tensor]] = {}
+    ys: dict[str, list[torch.Tensor]] = {n: [] for n in targets}
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task("actquant: hidden states", total=len(calib))
+            for i in range(len(calib)):
+                pool.acc.clear()
+                px, ids, prop = calib.inputs(i, device, dtype)
+                model(px, ids, prop)
+                for k, v in pool.means().items():
+                    if k.startswith("X:"):
+                        xs.setdefault(k[2:], []).append(v.cpu())
+                    else:
+                        ys[k].append(v.cpu())
+                progress.advance(task)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: torch.cat(v) for k, v in xs.items()}, {k: torch.cat(v) for k, v in ys.items() if v}

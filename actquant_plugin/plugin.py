@@ -1,0 +1,340 @@
+"""The `actquant` quantizer: HSIC bit allocation (Stage 1) and Action-Mixed-Fisher scale
+optimisation (Stage 2), with the paper's ablation switches and the authors' preset.
+
+Spec: `actquant:3.0` or `actquant:3.0,objective=magnitude,allocation=uniform,preset=authors`.
+The plan holds, per GGUF matrix, its type and its optimised block scales (small), so memory stays
+at one tensor's worth of work at a time; quant_report.json records every choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from actquant_plugin import allocate
+from actquant_plugin.allocate import Matrix
+from omnimodel.errors import QuantError
+from omnimodel.quant.plugin import QuantContext, Quantizer, TensorPlan
+
+log = logging.getLogger(__name__)
+OBJECTIVES = ("none", "magnitude", "action_fisher", "amf")
+
+
+@dataclass
+class ActQuantOptions:
+    """Every switch of the method; [choice] defaults follow shared/specs/actquant-method.md."""
+
+    bpw: float | None = None
+    preset: str = "paper"  # paper | authors
+    allocation: str = "hsic"  # hsic | uniform
+    objective: str = "amf"  # none | magnitude | action_fisher | amf
+    alpha: float = 1.0
+    beta: float = 1.0
+    shift: bool = False
+    bandwidth: str = "hbar"  # hbar | median
+    lam: float = 0.5  # OpenVLA-OFT; forced to 1 without an action-token head
+    rounds: int = 4
+    skip: bool = True
+    calib_frames: int | None = None
+    seed: int = 0
+    fisher_batch: int = 1
+    fisher_gb: float | None = None  # cap of the float32 Fisher accumulators per pass (default: 16 GB on CUDA)
+    device: str | None = None
+    check_layout: bool = True
+    report: str | None = None
+
+    def validate(self) -> None:
+        """Raise QuantError on an unknown switch value."""
+        checks = {"preset": ("paper", "authors"), "allocation": ("hsic", "uniform"), "objective": OBJECTIVES,
+                  "bandwidth": ("hbar", "median")}  # fmt: skip
+        for key, allowed in checks.items():
+            if getattr(self, key) not in allowed:
+                raise QuantError(f"actquant: {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise QuantError(f"actquant: lam={self.lam} must lie in [0, 1]")
+
+    @staticmethod
+    def parse(arg: str | None) -> ActQuantOptions:
+        """`3.0,objective=magnitude,...` -> options (the first bare number is the budget)."""
+        o = ActQuantOptions()
+        if not arg:
+            return o
+        kinds = {f.name: f.type for f in dataclasses.fields(ActQuantOptions)}
+        for part in (p.strip() for p in arg.split(",") if p.strip()):
+            key, eq, val = part.partition("=")
+            if not eq:
+                key, val = "bpw", part
+            key = key.strip().replace("-", "_")
+            if key not in kinds:
+                raise QuantError(f"actquant: unknown option {key!r}; known: {', '.join(kinds)}")
+            cur = getattr(o, key)
+            try:
+                if isinstance(cur, bool):
+                    v: Any = val.lower() in ("1", "true", "yes", "on")
+                elif key in ("bpw", "alpha", "beta", "lam", "fisher_gb"):
+                    v = float(val)
+                elif key in ("rounds", "calib_frames", "seed", "fisher_batch"):
+                    v = int(val)
+                else:
+                    v = val
+            except ValueError:
+                raise QuantError(f"actquant: option {key}={val!r} is not a number") from None
+            setattr(o, key, v)
+        o.validate()
+        return o
+
+
+@dataclass
+class TensorReport:
+    """One matrix in quant_report.json."""
+
+    type: str
+    numel: int
+    group: str
+    hsic_x: float | None = None
+    hsic_a: float | None = None
+    sensitivity: float | None = None
+    predicted_error: float | None = None
+    achieved_error_init: float | None = None
+    achieved_error: float | None = None
+    rel_weighted_error: float | None = None
+    scales: str = "encoder"
+
+
+@dataclass
+class ActQuantReport:
+    """What quant_report.json holds: options, budget, achieved bits, stage timings, per-tensor rows."""
+
+    method: str
+    options: dict
+    budget_bpw: float
+    planned_bpw: float
+    objective_value: float
+    calibration: dict
+    timings: dict = field(default_factory=dict)
+    tensors: dict[str, TensorReport] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Plain JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+def _device(opt: str | None) -> torch.device:
+    if opt:
+        return torch.device(opt)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class ActQuant(Quantizer):
+    """Action-guided mixed-precision quantization (HSIC allocation + AMF scale optimisation)."""
+
+    def __init__(self, options: ActQuantOptions | None = None):
+        self.opts = options or ActQuantOptions()
+        self.opts.validate()
+        self.name = "actquant"
+        self.report: ActQuantReport | None = None
+
+    # ---------------------------------------------------------------- helpers
+    def _matrices(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict, candidates: list[str]) -> list[Matrix]:
+        """The allocation problem: targets with sensitivities; embeddings / LM head fixed at the base type."""
+        from omnimodel.quant import supported_types
+
+        o = self.opts
+        base = "IQ2_XS" if o.preset == "authors" and "IQ2_XS" in supported_types() else candidates[0]
+        mats = []
+        mix_types = None
+        if o.preset == "authors":
+            from actquant_plugin.baselines import mix_types as mix
+
+            mix_types = mix("q4_k_m", {n: tuple(t.shape) for n, t in tensors.items()})
+        for name, w in tensors.items():
+            cols = int(w.shape[1])
+            types = allocate.fitting_candidates(cols, candidates)
+            if o.preset == "authors" and base in types:
+                types = types[types.index(base) :]
+            fixed = None
+            if name not in targets:
+                fixed = allocate.fitting_candidates(cols, [base])[0] if cols % allocate.BLOCK.get(base, 256) == 0 else types[0]
+            elif o.preset == "authors" and targets[name].component == "vision":
+                fixed = allocate.fitting_candidates(cols, [mix_types[name]])[0]
+            s = terms.get(name, (0.0, 0.0, 0.0))[2]
+            mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed))
+        return mats
+
+    def _hsic_terms(self, model, calib, targets, device, dtype) -> dict[str, tuple[float, float, float]]:
+        """(HSIC(X, Y_l), HSIC(Y_l, A), s_l) per target from pooled hidden states."""
+        from actquant_plugin.capture import pooled_states
+        from actquant_plugin.hsic import center, hsic_gram, linear_kernel, rbf_kernel, zscore
+
+        o = self.opts
+        use = {n: t for n, t in targets.items() if o.preset == "paper" or t.component == "llm"}
+        xs, ys = pooled_states(model, calib, use, device, dtype)
+        dev = device if device.type == "cuda" else torch.device("cpu")
+        a = zscore(torch.from_numpy(calib.actions.reshape(len(calib), -1)).to(dev))
+        la = center(linear_kernel(a))
+        kx = {k: center(rbf_kernel(v.to(dev), o.bandwidth)) for k, v in xs.items()}
+        names_, hx, ha = [], [], []
+        for name, y in ys.items():
+            k = rbf_kernel(y.to(dev), o.bandwidth)
+            names_.append(name)
+            hx.append(hsic_gram(k, kx[use[name].tower]))
+            ha.append(hsic_gram(k, la))
+        s = allocate.sensitivity(np.array(hx), np.array(ha), o.alpha, o.beta, o.shift)
+        return {n: (hx[i], ha[i], float(s[i])) for i, n in enumerate(names_)}
+
+    def _omega(self, w: torch.Tensor, fisher: torch.Tensor | None, qtype: str) -> torch.Tensor | None:
+        from actquant_plugin.scales import FAMILIES, element_weights
+
+        block = FAMILIES[qtype].block if qtype in FAMILIES else 256 if w.shape[1] % 256 == 0 else 32
+        if self.opts.preset == "authors":  # llama.cpp's weighting of a full-shape importance
+            sigma2 = (w * w).mean(1, keepdim=True)
+            f = fisher if fisher is not None else torch.ones_like(w)
+            return f * torch.sqrt(sigma2 + w * w)
+        return element_weights(w, fisher, block)
+
+    # ---------------------------------------------------------------- the plan
+    def plan(self, tensors: Mapping[str, torch.Tensor], ctx: QuantContext) -> dict[str, TensorPlan]:
+        """Types from the HSIC allocation, scales from the AMF-weighted alternation, per GGUF matrix."""
+        from actquant_plugin.calibration import resolve
+        from actquant_plugin.targets import find_targets
+
+        o = self.opts
+        budget = o.bpw if o.bpw is not None else ctx.budget_bpw
+        if budget is None:
+            raise QuantError("actquant needs a bits-per-weight budget: actquant:3.0 or --bpw 3.0")
+        model = ctx.model
+        if model is None:
+            raise QuantError("actquant needs the PyTorch model (the converter passes it for checkpoints and presets)")
+        cfg = model.cfg
+        device = _device(o.device)
+        dtype = next(model.parameters()).dtype
+        model.to(device).eval()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        calib = resolve(ctx.calibration, cfg, o.calib_frames, o.seed, ctx.extra.get("stats"), ctx.extra.get("tokenizer"))
+        targets = find_targets(model, tensors, cfg, check=o.check_layout)
+        timings["calibration"] = time.perf_counter() - t0
+        candidates = allocate.available_candidates()
+
+        # Stage 1: sensitivities and the allocation
+        t0 = time.perf_counter()
+        terms = self._hsic_terms(model, calib, targets, device, dtype) if o.allocation == "hsic" else {}
+        timings["hsic"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mats = self._matrices(tensors, targets, terms, candidates)
+        if o.allocation == "uniform":
+            alloc = allocate.uniform_allocate(mats, budget)
+        elif o.preset == "authors":
+            llm = [m for m in mats if not m.fixed and m.name in targets]
+            alloc = allocate.greedy_allocate(llm, budget, skip=True)
+            alloc.types.update({m.name: m.fixed or m.types[0] for m in mats if m.name not in alloc.types})
+        else:
+            alloc = allocate.greedy_allocate(mats, budget, skip=o.skip)
+        if not alloc.feasible:
+            log.warning("actquant: budget %.3f bpw is below the cheapest allowed types (%.3f)", budget, alloc.bpw)
+        timings["allocate"] = time.perf_counter() - t0
+        planned_bpw = allocate.average_bits(mats, alloc.types)
+
+        # Stage 2: Fisher and scales, one Fisher group (one pass) and one tensor at a time
+        plans: dict[str, TensorPlan] = {}
+        rep: dict[str, TensorReport] = {}
+        for m in mats:
+            hx, ha, s = terms.get(m.name, (None, None, m.s))
+            t = alloc.types[m.name]
+            rep[m.name] = TensorReport(t, m.numel, m.group, hx, ha, s, allocate.predicted_error(s, t))
+        timings["fisher"] = timings["scales"] = 0.0
+        self._stage2(tensors, targets, alloc.types, model, calib, device, dtype, plans, rep, timings)
+        for name in tensors:
+            plans.setdefault(name, TensorPlan(alloc.types[name]))
+        self.report = ActQuantReport(
+            method=self.name,
+            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model)},
+            budget_bpw=float(budget),
+            planned_bpw=float(planned_bpw),
+            objective_value=float(allocate.objective(mats, alloc.types)),
+            calibration={"frames": len(calib), "source": calib.source},
+            timings=timings,
+            tensors=rep,
+        )
+        path = o.report or ctx.extra.get("report_path")
+        if path:
+            write_report(self.report, path)
+        return plans
+
+    def _lam(self, model) -> float:
+        has_head = getattr(model, "language_model", None) is not None and hasattr(model.language_model, "lm_head")
+        if self.opts.objective == "action_fisher" or not has_head:
+            return 1.0
+        return 0.6 if self.opts.preset == "authors" and self.opts.lam == 0.5 else self.opts.lam
+
+    def _stage2(self, tensors, targets, types, model, calib, device, dtype, plans, rep, timings) -> None:
+        from actquant_plugin.fisher import fisher_diagonal, split_groups
+        from actquant_plugin.scales import optimise, supports
+
+        o = self.opts
+        if o.objective == "none":
+            return
+        need_fisher = o.objective in ("action_fisher", "amf")
+        by_module: dict[str, list] = {}
+        for t in targets.values():
+            by_module.setdefault(t.module_name, []).append(t)
+        params = {mn: ts[0].module.weight for mn, ts in by_module.items()}
+        cap = o.fisher_gb * 1e9 if o.fisher_gb else (16e9 if device.type == "cuda" else None)
+        groups = split_groups(params, cap) if need_fisher else [list(params)]
+        for group in groups:
+            fisher: dict[str, torch.Tensor] = {}
+            if need_fisher:
+                t0 = time.perf_counter()
+                fisher = fisher_diagonal(model, calib, {mn: params[mn] for mn in group}, self._lam(model), device, dtype,
+                                         o.fisher_batch, "sum" if o.preset == "authors" else "mean")  # fmt: skip
+                timings["fisher"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for mn in group:
+                for t in by_module[mn]:
+                    qtype = types[t.name]
+                    w = tensors[t.name].to(device, torch.float32)
+                    f = t.to_gguf(fisher[mn]) if need_fisher else None
+                    om = self._omega(w, f, qtype)
+                    if o.preset == "authors" or not supports(qtype):
+                        if qtype not in ("F16", "F32", "BF16"):
+                            plans[t.name] = TensorPlan(qtype, importance=om.cpu())
+                            rep[t.name].scales = "importance"
+                        continue
+                    res = optimise(w, qtype, om, o.rounds)
+                    plans[t.name] = TensorPlan(qtype, scales=_to_cpu(res.scales))
+                    r = rep[t.name]
+                    r.scales = "alternation"
+                    r.achieved_error_init, r.achieved_error = res.err_init, res.err_final
+                    r.rel_weighted_error = res.err_final / max(res.norm, 1e-30)
+                fisher.pop(mn, None)
+            timings["scales"] += time.perf_counter() - t0
+            del fisher
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _to_cpu(scales):
+    return type(scales)(**{k: (None if v is None else v.cpu()) for k, v in vars(scales).items()})
+
+
+def write_report(report: ActQuantReport, path: str | Path) -> Path:
+    """Write quant_report.json atomically."""
+    from omnimodel.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(report.to_json(), indent=1))
+    return Path(path)
+
+
+def actquant_factory(arg: str | None = None) -> Quantizer:
+    """Entry point `actquant[:<bpw>[,key=value...]]`."""
+    return ActQuant(ActQuantOptions.parse(arg))

@@ -1,0 +1,84 @@
+"""Which PyTorch module realises which GGUF matrix, and how a per-element statistic of the PyTorch
+weight (Fisher) is laid out like the GGUF tensor (row slice of the fused qkv, q/k RoPE permutation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from omnimodel.errors import QuantError
+from omnimodel.ggufio import names
+
+
+@dataclass
+class Target:
+    """One GGUF matrix: its name, the nn.Linear that computes it, the output rows it owns, the layout."""
+
+    name: str
+    module_name: str
+    module: nn.Linear
+    rows: slice
+    layout: str  # "identity" | "permute_rope:<heads>" | "transpose"
+    component: str  # "vision" (v / v2) or "llm"
+    tower: str  # "v", "v2" or "llm": which input X this matrix is compared with
+
+    def to_gguf(self, t: torch.Tensor) -> torch.Tensor:
+        """A PyTorch-layout [out, in] statistic of the whole module weight -> the GGUF tensor's layout."""
+        from omnimodel.ggufio.convert import permute_rope
+
+        t = t[self.rows]
+        if self.layout == "identity":
+            return t
+        if self.layout == "transpose":
+            return t.t().contiguous()
+        return permute_rope(t, int(self.layout.split(":")[1]))
+
+
+def _layouts(name: str, cfg) -> list[str]:
+    out = ["identity"]
+    if name.startswith("blk.") and (".attn_q." in name or ".attn_k." in name):
+        out = [f"permute_rope:{int(cfg.kv_heads) if '.attn_k.' in name else int(cfg.heads)}", "identity"]
+    return [*out, "transpose"]
+
+
+def find_targets(model: nn.Module, tensors: Mapping[str, torch.Tensor], cfg, check: bool = True) -> dict[str, Target]:
+    """Targets for every GGUF matrix in `tensors` computed by an nn.Linear of `model` (embedding and LM head excluded).
+
+    With `check`, the layout is the one under which the module's weight equals the tensor handed
+    to the quantizer (so reflector overrides of the transforms are followed); a mismatch raises.
+    """
+    out: dict[str, Target] = {}
+    for mod_name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear):
+            continue
+        key = f"{mod_name}.weight"
+        try:
+            gnames = names.gguf_names(key)
+        except KeyError:
+            continue
+        n = mod.weight.shape[0] // len(gnames)
+        for k, g in enumerate(gnames):
+            if g not in tensors or g == "output.weight":
+                continue
+            comp = names.component_of(g)
+            tower = g.split(".", 1)[0] if comp == "vision" else "llm"
+            rows = slice(k * n, (k + 1) * n)
+            layouts = _layouts(g, cfg)
+            chosen = layouts[0]
+            if check:
+                want = tensors[g]
+                w = mod.weight.detach()[rows].to(want.device, torch.float32)
+                chosen = None
+                for lay in layouts:
+                    t = Target(g, mod_name, mod, rows, lay, comp, tower).to_gguf(w)
+                    if t.shape == want.shape and torch.allclose(t, want.to(torch.float32), rtol=1e-2, atol=1e-3):
+                        chosen = lay
+                        break
+                if chosen is None:
+                    raise QuantError(f"{g}: the model's {key} matches the tensor to quantize under no known layout")
+            out[g] = Target(g, mod_name, mod, rows, chosen, comp, tower)
+    return out
