@@ -1,7 +1,7 @@
 """GGML block quantization: formats, vectorised encoders/decoders, and the quantizer plugins."""
 
-from omnimodel.quant.decode import decode
-from omnimodel.quant.encode import encode, supported_types
+from omnimodel.quant.decoders import decode
+from omnimodel.quant.encoders import encode, supported_types
 from omnimodel.quant.formats import FORMATS, QuantFormat, fitting_type, get_format
 from omnimodel.quant.scales import AffineScales, SymmetricScales
 

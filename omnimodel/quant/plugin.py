@@ -3,7 +3,7 @@
 A quantizer looks at the tensors to be quantized (GGUF names, after the converter's transforms)
 plus whatever context it needs (config, model, calibration data, a bits-per-weight budget) and
 returns, per tensor, a GGML type and optionally per-element importance or fixed block scales.
-The shared encoders in omnimodel.quant.encode turn that plan into bytes. Plugins register under
+The shared encoders in omnimodel.quant.encoders turn that plan into bytes. Plugins register under
 the entry-point group `omnimodel.quantizers`; the entry point is a factory called with the text
 after the colon of the spec (`rtn:q4_k` -> factory("q4_k")), or None.
 """
@@ -11,10 +11,10 @@ after the colon of the spec (`rtn:q4_k` -> factory("q4_k")), or None.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

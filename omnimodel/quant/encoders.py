@@ -24,7 +24,7 @@ from omnimodel.quant.search import (
 )
 
 IQ4_VALUES = tuple(int(v) for v in gguf.quants.IQ4_NL.kvalues)
-_CHUNK_ELEMS = 1 << 22
+_CHUNK_ELEMS = 1 << 22  # CPU: bounded temporaries; CUDA uses 8x larger chunks (fewer launches)
 
 
 def _u8(t: torch.Tensor) -> torch.Tensor:
@@ -314,9 +314,10 @@ def encode(
         enc, fixed_ok = lattice.LATTICE_ENCODERS[fmt.name], SymmetricScales
     if scales is not None and not isinstance(scales, fixed_ok):
         raise QuantError(f"tensor {name!r}: {fmt.name} takes {fixed_ok.__name__}, got {type(scales).__name__}")
-    bs = fmt.block_size if fmt.block_size != 32 else 32
+    bs = fmt.block_size
     out = torch.empty(rows, fmt.row_bytes(cols), dtype=torch.uint8, device=w.device)
-    step = max(1, _CHUNK_ELEMS // cols)
+    chunk = _CHUNK_ELEMS * (8 if w.device.type == "cuda" else 1)
+    step = max(1, chunk // cols)
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         x = w[r0:r1].to(torch.float32).reshape(-1, bs)

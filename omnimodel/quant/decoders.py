@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from omnimodel.errors import QuantError
-from omnimodel.quant.encode import IQ4_VALUES
+from omnimodel.quant.encoders import IQ4_VALUES
 from omnimodel.quant.formats import get_format
 
 
