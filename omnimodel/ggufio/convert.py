@@ -27,7 +27,7 @@ from rich.progress import Progress
 from omnimodel.errors import CheckpointError, GGUFError
 from omnimodel.ggufio import names
 from omnimodel.ggufio.writer import EncodedTensor, write_gguf
-from omnimodel.quant.encode import encode
+from omnimodel.quant.encoders import encode
 from omnimodel.quant.formats import fitting_type, get_format
 from omnimodel.quant.plugin import QuantContext, Quantizer, load_quantizer
 
