@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 from omnimodel.errors import SandboxError
-from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, sigterm_as_interrupt, tail_text
+from omnimodel.sandbox.base import (
+    KilledBy,
+    RunResult,
+    Sandbox,
+    deferred_interrupts,
+    sigterm_as_interrupt,
+    tail_text,
+)
 from omnimodel.sandbox.image import BUILD_FIX, LABEL, build_image, image_tag
 
 log = logging.getLogger(__name__)
@@ -124,29 +131,30 @@ class DockerSandbox(Sandbox):
         container = None
         with sigterm_as_interrupt():
             try:
-                container = self.client.containers.create(
-                    self.image,
-                    command=list(cmd),
-                    working_dir=str(workdir),
-                    user=f"{uid}:{uid}",
-                    environment=environment,
-                    volumes=volumes,
-                    labels={LABEL: "1", f"{LABEL}.pid": str(os.getpid())},
-                    network_mode="none",
-                    cap_drop=["ALL"],
-                    security_opt=["no-new-privileges"],
-                    read_only=True,
-                    tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
-                    pids_limit=pids,
-                    mem_limit=mem,
-                    memswap_limit=mem,
-                    nano_cpus=int((cpus or os.cpu_count() or 1) * 1e9),
-                    ulimits=[_ulimit("core", 0)],
-                    stdin_open=False,
-                    tty=False,
-                    detach=True,
-                    log_config={"type": "json-file", "config": {"max-size": "8m"}},
-                )
+                with deferred_interrupts():  # a Ctrl-C mid-create would leave a container we cannot name
+                    container = self.client.containers.create(
+                        self.image,
+                        command=list(cmd),
+                        working_dir=str(workdir),
+                        user=f"{uid}:{uid}",
+                        environment=environment,
+                        volumes=volumes,
+                        labels={LABEL: "1", f"{LABEL}.pid": str(os.getpid())},
+                        network_mode="none",
+                        cap_drop=["ALL"],
+                        security_opt=["no-new-privileges"],
+                        read_only=True,
+                        tmpfs={"/tmp": f"rw,nosuid,nodev,size={TMPFS_SIZE},mode=1777"},
+                        pids_limit=pids,
+                        mem_limit=mem,
+                        memswap_limit=mem,
+                        nano_cpus=int((cpus or os.cpu_count() or 1) * 1e9),
+                        ulimits=[_ulimit("core", 0)],
+                        stdin_open=False,
+                        tty=False,
+                        detach=True,
+                        log_config={"type": "json-file", "config": {"max-size": "8m"}},
+                    )
                 return self._run_container(container, timeout_s)
             finally:
                 if container is not None:

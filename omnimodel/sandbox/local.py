@@ -23,7 +23,14 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from omnimodel.sandbox.base import KilledBy, RunResult, Sandbox, sigterm_as_interrupt, tail_text
+from omnimodel.sandbox.base import (
+    KilledBy,
+    RunResult,
+    Sandbox,
+    deferred_interrupts,
+    sigterm_as_interrupt,
+    tail_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,25 +152,28 @@ class LocalSandbox(Sandbox):
             killed: KilledBy = None
             start = time.monotonic()
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                try:
-                    proc = subprocess.Popen(
-                        argv,
-                        cwd=workdir,
-                        env=full_env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=err,
-                        start_new_session=True,
-                        preexec_fn=limits,
-                    )
-                except OSError as exc:
-                    return RunResult(127, "", f"cannot start {cmd[0]}: {exc}", 0.0, None, self.name)
+                proc = None
                 try:
                     with sigterm_as_interrupt():
+                        try:
+                            with deferred_interrupts():  # never lose track of a started child
+                                proc = subprocess.Popen(
+                                    argv,
+                                    cwd=workdir,
+                                    env=full_env,
+                                    stdin=subprocess.DEVNULL,
+                                    stdout=out,
+                                    stderr=err,
+                                    start_new_session=True,
+                                    preexec_fn=limits,
+                                )
+                        except OSError as exc:
+                            return RunResult(127, "", f"cannot start {cmd[0]}: {exc}", 0.0, None, self.name)
                         killed = self._watch(proc, start, timeout_s, mem_bytes, pids)
                 except BaseException:
-                    _kill_session(proc.pid)
-                    proc.wait()
+                    if proc is not None:
+                        _kill_session(proc.pid)
+                        proc.wait()
                     raise
             wall = time.monotonic() - start
             code = proc.returncode
