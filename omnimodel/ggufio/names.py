@@ -87,7 +87,8 @@ def gguf_names(key: str) -> list[str]:
 
     `key` is a full model key (`vision_backbone.featurizer.blocks.0.attn.qkv.weight`,
     `language_model.model.layers.3.mlp.up_proj.weight`), an action-head key prefixed `action_head.`
-    or a proprio-projector key prefixed `proprio_projector.`. Raises KeyError for unknown keys.
+    or a proprio-projector key prefixed `proprio_projector.`. Unknown parameters of a known role keep
+    their relative name under the role's prefix (`generic_name`); other unknown keys raise KeyError.
     """
     if key in _LLM_TOP:
         return [_LLM_TOP[key]]
@@ -123,7 +124,33 @@ def gguf_names(key: str) -> list[str]:
         if b:
             kind = "ln" if b.group(2) == "0" else "fc"
             return [f"act.blk.{b.group(1)}.{kind}.{b.group(3)}"]
+    fallback = generic_name(key)
+    if fallback is not None:
+        return [fallback]
     raise KeyError(f"no GGUF name for checkpoint key {key!r}")
+
+
+# Module prefixes whose unknown parameters keep their relative name under the role's GGUF prefix,
+# so a module of a new class in a known role (written by the agent) needs no naming change here.
+_GENERIC_PREFIXES = (
+    (r"proprio_projector\.(.+)", "proprio.{0}"),
+    (r"projector\.(.+)", "mm.{0}"),
+    (r"action_head\.(.+)", "act.{0}"),
+    (r"language_model\.model\.layers\.(\d+)\.(.+)", "blk.{0}.{1}"),
+    (r"vision_backbone\.featurizer\.blocks\.(\d+)\.(.+)", "v.blk.{0}.{1}"),
+    (r"vision_backbone\.fused_featurizer\.blocks\.(\d+)\.(.+)", "v2.blk.{0}.{1}"),
+)
+GGUF_NAME_MAX = 63  # GGML_MAX_NAME (64) with its terminating NUL
+
+
+def generic_name(key: str) -> str | None:
+    """`proprio_projector.ls.scale_factor` -> `proprio.ls.scale_factor`: the fallback for unknown keys of a known role."""
+    for pattern, target in _GENERIC_PREFIXES:
+        m = re.fullmatch(pattern, key)
+        if m:
+            name = target.format(*m.groups())
+            return name if len(name) <= GGUF_NAME_MAX else None
+    return None
 
 
 def component_of(gguf_name: str) -> str:

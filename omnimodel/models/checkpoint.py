@@ -179,6 +179,9 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
     state = read_state_dict(ckpt)
     with torch.device("meta"):
         model = OpenVLAOFT(cfg)
+        from omnimodel.models.custom import install_custom_modules
+
+        install_custom_modules(model, ckpt)  # modules of a new class declared in config.json
     expected = dict(model.state_dict())
     for key, ref in expected.items():
         if key not in state:
