@@ -308,6 +308,17 @@ _YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523,
 _YIQ_INV = np.linalg.inv(_YIQ.astype(np.float64)).astype(np.float32)
 
 
+_CONSTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _const(arr, device: torch.device) -> torch.Tensor:
+    """A small constant tensor cached per device (a fresh host-to-device copy each step would stall the GPU queue)."""
+    key = (id(arr), str(device))
+    if key not in _CONSTS:
+        _CONSTS[key] = torch.tensor(np.asarray(arr, np.float32), device=device)
+    return _CONSTS[key]
+
+
 def _rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
     return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
@@ -327,8 +338,7 @@ def colour_jitter(x: torch.Tensor, gen: torch.Generator, hue: float) -> torch.Te
     if hue > 0:  # rotate chroma in YIQ space by 2 pi * delta
         ang = u(-hue, hue).view(b) * 2 * math.pi
         cos, sin = torch.cos(ang), torch.sin(ang)
-        yiq = torch.tensor(_YIQ, device=x.device)
-        rgb = torch.tensor(_YIQ_INV, device=x.device)
+        yiq, rgb = _const(_YIQ, x.device), _const(_YIQ_INV, x.device)
         rot = torch.zeros(b, 3, 3, device=x.device)
         rot[:, 0, 0] = 1
         rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
@@ -359,8 +369,8 @@ def batch_pixels(
     chans = []
     for i in range(n):
         for mean, std in _NORMS:
-            m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-            sd = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+            m = _const(mean, x.device).view(1, 3, 1, 1)
+            sd = _const(std, x.device).view(1, 3, 1, 1)
             chans.append((x[:, i] - m) / sd)
     return torch.cat(chans, dim=1)
 
@@ -487,7 +497,7 @@ def train(
         for step in range(cfg.steps):
             idx_np = buckets.sample(cfg.batch)
             idx = torch.from_numpy(idx_np)
-            idx_d = idx.to(device)
+            idx_d = idx.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else idx
             imgs = (
                 images_t[idx_d] if images_t.device == device else images_t[idx].to(device, non_blocking=True)
             )
