@@ -34,6 +34,7 @@ class PortOptions:
     max_iterations: int = 3
     unnorm_key: str | None = None
     skills_dir: str | None = None
+    llm_budget: dict | None = None
 
 
 def bundled_checkpoint(model: str) -> Path:

@@ -71,13 +71,23 @@ def choose_skills(
     return chosen
 
 
-def render_sources(skills: list[Skill], model_name: str = "openvla-oft") -> dict[str, str]:
-    """File name -> text of the generated project."""
+def _slot_entry(skill: Skill) -> dict:
+    from omnimodel.codegen.slots import slot_by_skill
+
+    header = slot_by_skill(skill.name).header
+    return {"name": f"llm:{skill.name}", "version": "-", "provenance": f"written by the agent in cpp/{header}",
+            "code": f'#include "{header}"\n'}
+
+
+def render_sources(skills: list[Skill], model_name: str = "openvla-oft", slots: Iterable[str] = ()) -> dict[str, str]:
+    """File name -> text of the generated project; skills named in `slots` become an include of the agent's file."""
     env = _env(templates_dir())
+    slots = set(slots)
     ctx = {
         "model_name": model_name,
         "arch": names.ARCH,
         "skills": [
+            _slot_entry(s) if s.name in slots else
             {"name": s.name, "version": s.version, "provenance": s.provenance, "code": _render_skill(s)} for s in skills
         ],
     }
@@ -91,15 +101,33 @@ def render_project(
     run_dir: Path,
     skills: list[Skill] | None = None,
     model_name: str = "openvla-oft",
+    slots: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write `run_dir/cpp/` (CMake project, model source, C header, CLI) and return its path."""
+    """Write `run_dir/cpp/` (CMake project, model source, C header, CLI) and return its path.
+
+    `slots` maps a role skill to the module the agent realises in it: the model source includes
+    `cpp/modules/<skill>.h`, which is kept across re-renders (a compiling stub when absent).
+    """
+    from omnimodel.codegen.slots import MODULES_DIR, signature, slot_by_skill, stub
+
     skills = skills if skills is not None else choose_skills()
-    sources = render_sources(skills, model_name)
+    slots = dict(slots or {})
+    sources = render_sources(skills, model_name, slots)
     final = Path(run_dir) / "cpp"
     with atomic_dir(final) as tmp:
         for fname, text in sources.items():
             (tmp / fname).write_text(text)
         for fname in (HEADER, CLI_SOURCE):
             shutil.copyfile(templates_dir() / fname, tmp / fname)
+        if slots:
+            if (final / MODULES_DIR).is_dir():
+                shutil.copytree(final / MODULES_DIR, tmp / MODULES_DIR)
+            for skill_name, module in slots.items():
+                slot = slot_by_skill(skill_name)
+                target = tmp / slot.header
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    root = next((s.path.parent for s in skills if s.name == skill_name), skills_dir())
+                    target.write_text(stub(slot, signature(root, slot), module))
     log.info("rendered %s with skills %s", final, ", ".join(s.name for s in skills))
     return final

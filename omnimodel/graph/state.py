@@ -25,6 +25,7 @@ class PortState(TypedDict, total=False):
     max_iterations: int
     unnorm_key: str | None
     skills_dir: str | None
+    llm_budget: dict | None  # {max_calls, max_tokens, max_seconds}; env OMNIMODEL_LLM_MAX_* otherwise
     # progress
     iteration: int
     status: str  # running | ok | failed

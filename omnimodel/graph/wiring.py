@@ -1,19 +1,21 @@
-"""The graph, readable as the DESIGN.md diagram: analyzer → planner → converter → designer → validator ⟲ reflector."""
+"""The graph, readable as the DESIGN.md diagram: analyzer → planner → converter → designer → [agent] → validator ⟲ reflector → learner."""
 
 from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
+from omnimodel.graph.nodes.agent import agent
 from omnimodel.graph.nodes.analyzer import analyzer
 from omnimodel.graph.nodes.converter import converter
 from omnimodel.graph.nodes.designer import designer
+from omnimodel.graph.nodes.learner import learner
 from omnimodel.graph.nodes.planner import planner
 from omnimodel.graph.nodes.reflector import reflector
 from omnimodel.graph.nodes.reporter import reporter
 from omnimodel.graph.nodes.validator import validator
 from omnimodel.graph.state import PortState
 
-NODES = ("analyzer", "planner", "converter", "designer", "validator", "reflector", "reporter")
+NODES = ("analyzer", "planner", "converter", "designer", "agent", "validator", "reflector", "learner", "reporter")
 
 
 def after_planner(state: PortState) -> str:
@@ -21,10 +23,27 @@ def after_planner(state: PortState) -> str:
     return "reporter" if state.get("status") == "failed" else "converter"
 
 
+def after_designer(state: PortState) -> str:
+    """On the first pass, modules the agent realises are written before validation."""
+    import json
+    from pathlib import Path
+
+    if state.get("iteration", 0) == 0 and state.get("llm"):
+        plan = json.loads((Path(state["run_dir"]) / "plan.json").read_text())
+        if any(u.get("realised_by") == "llm" for u in plan["units"]):
+            return "agent"
+    return "validator"
+
+
+def after_agent(state: PortState) -> str:
+    """A spent LLM budget (or a refusal) ends the run with the last diagnosis."""
+    return "reporter" if state.get("status") == "failed" else "validator"
+
+
 def after_validator(state: PortState) -> str:
-    """Done when every module passed; otherwise reflect while iterations remain."""
+    """Done when every module passed (skills are learned, the run is filed); otherwise reflect while iterations remain."""
     if state.get("status") == "ok":
-        return "reporter"
+        return "learner"
     if state.get("iteration", 0) < state.get("max_iterations", 3):
         return "reflector"
     return "reporter"
@@ -34,7 +53,8 @@ def after_reflector(state: PortState) -> str:
     """A fix sends the graph back to where it takes effect; no fix ends the run."""
     if state.get("status") != "retry":
         return "reporter"
-    return "converter" if state.get("diagnosis", {}).get("redo") == "converter" else "designer"
+    redo = (state.get("diagnosis") or {}).get("redo")
+    return {"converter": "converter", "agent": "agent"}.get(redo, "designer")
 
 
 def build_graph() -> StateGraph:
@@ -46,13 +66,17 @@ def build_graph() -> StateGraph:
     g.add_node("designer", designer)
     g.add_node("validator", validator)
     g.add_node("reflector", reflector)
+    g.add_node("agent", agent)
+    g.add_node("learner", learner)
     g.add_node("reporter", reporter)
     g.add_edge(START, "analyzer")
     g.add_edge("analyzer", "planner")
     g.add_conditional_edges("planner", after_planner, ["converter", "reporter"])
     g.add_edge("converter", "designer")
-    g.add_edge("designer", "validator")
-    g.add_conditional_edges("validator", after_validator, ["reflector", "reporter"])
-    g.add_conditional_edges("reflector", after_reflector, ["converter", "designer", "reporter"])
+    g.add_conditional_edges("designer", after_designer, ["agent", "validator"])
+    g.add_conditional_edges("agent", after_agent, ["validator", "reporter"])
+    g.add_conditional_edges("validator", after_validator, ["reflector", "learner"])
+    g.add_conditional_edges("reflector", after_reflector, ["converter", "designer", "agent", "reporter"])
+    g.add_edge("learner", "reporter")
     g.add_edge("reporter", END)
     return g

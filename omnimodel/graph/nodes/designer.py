@@ -21,9 +21,12 @@ def designer(state: PortState) -> dict:
     if os.environ.get("OMNIMODEL_TEST_KILL_IN") == "designer":  # crash-recovery test hook
         signal.raise_signal(signal.SIGKILL)
     glue = [g["skill"] for g in plan["glue"] if g.get("skill")]
-    wanted = list(dict.fromkeys([*(u["skill"] for u in plan["units"]), *glue]))
+    # A module the agent realises fills its role's slot: the role skill's place in the source
+    # becomes an include of cpp/modules/<role skill>.h (see omnimodel/codegen/slots.py).
+    slots = {u["slot"]: u["name"] for u in plan["units"] if u.get("realised_by") == "llm"}
+    wanted = list(dict.fromkeys([*(u.get("skill") or u["slot"] for u in plan["units"]), *glue]))
     skills = choose_skills(_ordered(wanted), skills_root=Path(plan["skills_dir"]))
-    render_project(run_dir, skills, model_name=plan["model"])
+    render_project(run_dir, skills, model_name=plan["model"], slots=slots)
     key = "designer" if not state.get("iteration") else f"designer.{state['iteration']}"
     return {"timings": {key: time.perf_counter() - t0}}
 

@@ -105,6 +105,32 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
     }
 
 
+def assign_slots(plan: dict, analysis: dict) -> list[dict]:
+    """With --llm: each module needing the LLM becomes a unit realised by the agent in its role's slot; returns those with no slot."""
+    from omnimodel.codegen.slots import slot_for
+
+    cached = {r["name"]: r.get("cached", False) for r in analysis["modules"]}
+    unslotted = []
+    for entry in plan["needs_llm"]:
+        slot = slot_for(entry["name"])
+        if slot is None:
+            unslotted.append(entry)
+            continue
+        entry["slot"] = slot.skill
+        entry["gguf_prefix"] = slot.gguf_prefix(entry["name"])
+        plan["units"].append(
+            {
+                "name": entry["name"],
+                "cls": entry["cls"],
+                "realised_by": "llm",
+                "skill": None,
+                "slot": slot.skill,
+                "cached": cached.get(entry["name"], False),
+            }
+        )
+    return unslotted
+
+
 def planner(state: PortState) -> dict:
     """Writes plan.json; modules nothing covers need the LLM (a clear failure when no --llm is given)."""
     t0 = time.perf_counter()
@@ -114,6 +140,17 @@ def planner(state: PortState) -> dict:
     plan = make_plan(analysis, skills_path)
     write_json(run_dir / "plan.json", plan)
     out: dict = {"timings": {"planner": time.perf_counter() - t0}}
+    if plan["needs_llm"] and state.get("llm"):
+        unslotted = assign_slots(plan, analysis)
+        write_json(run_dir / "plan.json", plan)
+        if unslotted:
+            first = unslotted[0]
+            message = (
+                f"module {first['name']} ({first['cls']}) has no skill and no slot the agent can fill "
+                f"(roles: see omnimodel/codegen/slots.py); add a skill for it (omnimodel skills add DIR)"
+            )
+            out.update(status="failed", failing_module=first["name"], diagnosis={"kind": "no_slot", "detail": message}, error=message)
+        return out
     if plan["needs_llm"] and not state.get("llm"):
         first = plan["needs_llm"][0]
         message = (

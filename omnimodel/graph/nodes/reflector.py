@@ -88,6 +88,26 @@ def classify(module: dict | None, validation: dict) -> dict:
     return {"kind": "tolerance", "detail": f"{module['name']}: cosine {module.get('cosine')} below {module.get('threshold')}"}
 
 
+def to_agent(state: PortState, plan: dict, module: dict | None, diagnosis: dict) -> dict | None:
+    """With --llm, a failure of a module the agent wrote (or a build break while one exists) is sent back to it."""
+    llm_units = [u["name"] for u in plan.get("units", []) if u.get("realised_by") == "llm"]
+    if not state.get("llm") or not llm_units:
+        return None
+    if diagnosis["kind"] == "build":
+        target = llm_units[0]
+    elif module is not None and module["name"] in llm_units:
+        target = module["name"]
+    else:
+        return None
+    detail = diagnosis["detail"]
+    if module is not None and module["name"] == target and module.get("cosine") is not None:
+        detail = (
+            f"{target}: cosine {module['cosine']:.7f} (threshold {module.get('threshold')}), max abs err "
+            f"{module.get('max_abs_err'):.3g}, output shape {module.get('got_shape')} vs reference {module.get('ref_shape')}"
+        )
+    return {"kind": diagnosis["kind"], "detail": detail, "redo": "agent", "module": target}
+
+
 def reflector(state: PortState) -> dict:
     """Diagnose; a deterministic fix returns status 'retry' with what to redo, else 'failed'."""
     t0 = time.perf_counter()
@@ -100,6 +120,16 @@ def reflector(state: PortState) -> dict:
     diagnosis = classify(module, validation)
     iteration = state.get("iteration", 0) + 1
     out: dict = {"iteration": iteration, "failing_module": name, "timings": {f"reflector.{iteration}": 0.0}}
+    back = to_agent(state, plan, module, diagnosis)
+    if back is not None:  # an LLM-written module failed: the diagnosis goes back to the agent
+        out.update(
+            status="retry",
+            failing_module=back["module"],
+            diagnosis=back,
+            fixes=[{"iteration": iteration, "module": back["module"], "rule": f"agent:{back['kind']}"}],
+        )
+        out["timings"] = {f"reflector.{iteration}": time.perf_counter() - t0}
+        return out
     if diagnosis["kind"] in ("tolerance", "shape", "nan", "crash", "not_run"):
         scope = None if diagnosis["kind"] == "crash" or name in (None, "end_to_end") else name
         findings = diagnose_layout(run_dir, scope, analysis_cfg, state["checkpoint"])

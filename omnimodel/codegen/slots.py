@@ -1,0 +1,90 @@
+"""Slots: the module roles the architecture template calls one graph function for.
+
+A module of an unknown class in a known role is realised by C++ the agent writes into
+`cpp/modules/<skill>.h` with the role's signature (taken from the role's hand-written skill);
+its weights are read by name from the role's `named_tensors` (every GGUF tensor under the
+role's prefix, see templates/cpp), so new parameter names need no template change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from omnimodel.errors import ConfigError
+
+MODULES_DIR = "modules"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One role: the hand-written skill that normally fills it, the module names it covers and the GGUF prefix."""
+
+    skill: str
+    pattern: str
+    prefix: str  # may hold {0} for the layer index
+    weights: str  # the C++ weights struct passed to the function
+
+    @property
+    def header(self) -> str:
+        """The file (relative to cpp/) the agent writes."""
+        return f"{MODULES_DIR}/{self.skill}.h"
+
+    def gguf_prefix(self, module: str) -> str:
+        """The GGUF prefix of one module in this role (`blk.3.` for layer 3)."""
+        m = re.fullmatch(self.pattern, module)
+        return self.prefix.format(*(m.groups() if m else ()))
+
+
+SLOTS = (
+    Slot("proprio_projector", r"proprio_projector", "proprio.", "proprio_weights"),
+    Slot("fused_projector", r"projector", "mm.", "projector_weights"),
+    Slot("mlp_resnet_action_head", r"action_head", "act.", "action_head_weights"),
+    Slot("llama_decoder_layer", r"language_model\.model\.layers\.(\d+)", "blk.{0}.", "llama_layer"),
+    Slot("dinov2_block", r"vision_backbone\.featurizer\.blocks\.(\d+)", "v.blk.{0}.", "vit_layer"),
+    Slot("siglip_block", r"vision_backbone\.fused_featurizer\.blocks\.(\d+)", "v2.blk.{0}.", "vit_layer"),
+)
+
+
+def slot_for(module: str) -> Slot | None:
+    """The slot whose role covers `module`, or None."""
+    for slot in SLOTS:
+        if re.fullmatch(slot.pattern, module):
+            return slot
+    return None
+
+
+def slot_by_skill(skill: str) -> Slot:
+    """The slot a role skill fills."""
+    for slot in SLOTS:
+        if slot.skill == skill:
+            return slot
+    raise ConfigError(f"no slot for skill {skill!r}; slots: {', '.join(s.skill for s in SLOTS)}")
+
+
+def signature(skills_root: Path, slot: Slot) -> str:
+    """The C++ signature of the role's graph function, read from its hand-written skill's template."""
+    path = Path(skills_root) / slot.skill / "template.cpp.j2"
+    if not path.is_file():
+        raise ConfigError(f"slot {slot.skill}: {path} missing; the role's signature comes from its skill")
+    m = re.search(r"^static ggml_tensor \* build_\w+\([^{]*\)", path.read_text(encoding="utf-8"), re.M)
+    if not m:
+        raise ConfigError(f"{path}: no `static ggml_tensor * build_...(...)` function")
+    return " ".join(m.group(0).split())
+
+
+def function_name(sig: str) -> str:
+    """`build_proprio_projector` from its signature."""
+    return re.search(r"(build_\w+)\(", sig).group(1)
+
+
+def stub(slot: Slot, sig: str, module: str) -> str:
+    """A compiling placeholder the agent replaces: it fails at run time naming the slot."""
+    return (
+        f"// Slot {slot.skill} for module {module}: the agent writes this function (keep the signature).\n"
+        f"// Weights: W.get(\"name\") returns the GGUF tensor {slot.gguf_prefix(module)}<name>; W.has(\"name\") tests for it.\n"
+        f"{sig} {{\n"
+        f"    throw omni_error(OMNI_ERR_UNKNOWN_MODULE, \"{module}: the agent has not written {function_name(sig)} yet\");\n"
+        f"}}\n"
+    )
