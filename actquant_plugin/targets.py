@@ -71,7 +71,7 @@ def find_targets(model: nn.Module, tensors: Mapping[str, torch.Tensor], cfg, che
             chosen = layouts[0]
             if check:
                 want = tensors[g]
-                w = mod.weight.detach()[rows].to(want.device, torch.float32)
+                w = mod.weight.detach().to(want.device, torch.float32)
                 chosen = None
                 for lay in layouts:
                     t = Target(g, mod_name, mod, rows, lay, comp, tower).to_gguf(w)

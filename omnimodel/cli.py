@@ -307,11 +307,23 @@ def quantize_cmd(
     out: Path = typer.Option(..., "--out", help="GGUF file to write."),
     device: str = typer.Option("cpu", "--device", help="Where the encoders run: cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    bpw: Optional[float] = typer.Option(None, "--bpw", help="actquant: average bits per weight budget."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="actquant/imatrix: demonstrations directory."),
+    calib_frames: Optional[int] = typer.Option(None, "--calib-frames", help="Subsample this many calibration frames."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="actquant scales: none|magnitude|action_fisher|amf."),
+    allocation: Optional[str] = typer.Option(None, "--allocation", help="actquant types: hsic|uniform."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="actquant: paper|authors."),
 ) -> None:
     """Write the whole model as GGUF, every quantizable weight in the method's type (the rest F32)."""
     from omnimodel.ggufio.convert import convert
 
-    res = convert(src, out, method, device=device)
+    if bpw is not None or calib is not None or method.startswith(("actquant", "imatrix")):
+        from actquant_plugin.quantize import quantize
+
+        opts = {"objective": objective, "allocation": allocation, "preset": preset}
+        res = quantize(src, method, out, bpw, calib, calib_frames, opts, device).convert
+    else:
+        res = convert(src, out, method, device=device)
     info = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
             "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}
     if as_json:

@@ -1,0 +1,108 @@
+"""Quantize a checkpoint or preset with a calibration-driven method (actquant, imatrix) in one call:
+loads the PyTorch model, builds the calibration set with the checkpoint's own statistics and
+tokenizer, runs the converter, and writes quant_report.json next to the GGUF.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from omnimodel.errors import QuantError
+from omnimodel.quant.plugin import Quantizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantizeResult:
+    """The converter's result plus where the report went."""
+
+    convert: object
+    report_path: Path | None
+
+
+def report_path_for(out: Path) -> Path:
+    """`model.gguf` -> `quant_report.json` beside it; `x.gguf` -> `x.quant_report.json`."""
+    out = Path(out)
+    return out.parent / ("quant_report.json" if out.stem == "model" else f"{out.stem}.quant_report.json")
+
+
+def quantize(
+    src: str,
+    method: str,
+    out: Path,
+    bpw: float | None = None,
+    calib: Path | None = None,
+    calib_frames: int | None = None,
+    options: dict | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> QuantizeResult:
+    """Convert `src` with `method` (e.g. actquant, imatrix:q2_k, q4_k_m), calibration from `calib`."""
+    from actquant_plugin.calibration import from_demos
+    from actquant_plugin.plugin import ActQuant, ActQuantOptions
+    from omnimodel.ggufio.convert import convert, load_source
+    from omnimodel.models.preprocess import select_stats
+    from omnimodel.quant.plugin import load_quantizer
+
+    source = load_source(src)
+    stats, tok = None, None
+    if Path(src).is_dir():
+        from omnimodel.models.checkpoint import load_model
+        from omnimodel.models.tokenizer import load_tokenizer
+
+        source.model = load_model(Path(src))
+        tok = load_tokenizer(Path(src))
+        if source.stats:
+            _, stats = select_stats(source.stats, None if len(source.stats) == 1 else next(iter(source.stats)))
+    name, _, arg = method.partition(":")
+    if name == "actquant":
+        opts = ActQuantOptions.parse(arg or None)
+        for k, v in (options or {}).items():
+            if v is not None:
+                setattr(opts, k, v)
+        if bpw is not None:
+            opts.bpw = bpw
+        opts.calib_frames = calib_frames if calib_frames is not None else opts.calib_frames
+        opts.report = opts.report or str(report_path_for(out))
+        opts.validate()
+        if opts.bpw is None:
+            raise QuantError("actquant needs a budget: --bpw 3.0 (or --method actquant:3.0)")
+        quantizer = ActQuant(opts)
+    else:
+        quantizer = load_quantizer(method)
+    calibration = None
+    if calib is not None:
+        calibration = from_demos(calib, stats, tok, source.config.text_vocab, calib_frames, seed)
+    # the converter builds its own context; pass the extras through a thin wrapper
+    extra = {"stats": stats, "tokenizer": tok, "calib_frames": calib_frames, "device": None}
+    quantizer = _WithExtra(quantizer, extra)
+    res = convert(source, out, quantizer, calibration=calibration, budget_bpw=bpw, device=device)
+    rep = getattr(quantizer.inner, "report", None)
+    path = None
+    if rep is not None:
+        path = Path(quantizer.inner.opts.report)
+        data = json.loads(path.read_text())
+        data["gguf"] = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
+                        "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}  # fmt: skip
+        from omnimodel.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1))
+    return QuantizeResult(res, path)
+
+
+class _WithExtra(Quantizer):
+    """Delegates to a quantizer, adding extras (stats, tokenizer) to the converter's context."""
+
+    def __init__(self, inner, extra: dict):
+        self.inner = inner
+        self.extra = extra
+        self.name = inner.name
+
+    def plan(self, tensors, ctx):
+        ctx.extra.update({k: v for k, v in self.extra.items() if v is not None})
+        return self.inner.plan(tensors, ctx)
