@@ -98,6 +98,7 @@ def agent(state: PortState) -> dict:
     from omnimodel.agent.providers import run_provider
     from omnimodel.agent.tools import ToolBox
     from omnimodel.codegen.slots import signature, slot_by_skill
+    from omnimodel.errors import LLMError
     from omnimodel.llm import Accounting
 
     t0 = time.perf_counter()
@@ -133,7 +134,17 @@ def agent(state: PortState) -> dict:
         else:
             sig = signature(Path(plan["skills_dir"]), slot)
             task = _task(unit, sig, slot.gguf_prefix(unit["name"]), _module_params(analysis, unit["name"]), tools, analysis)
-        result = run_agent(provider, box, SYSTEM, task, max_turns=int(os.environ.get("OMNIMODEL_AGENT_MAX_TURNS", "30")))
+        try:
+            result = run_agent(provider, box, SYSTEM, task, max_turns=int(os.environ.get("OMNIMODEL_AGENT_MAX_TURNS", "30")))
+        except LLMError as exc:  # a provider failure or a replay that diverged: the run fails naming it
+            message = str(exc).splitlines()[0]
+            out.update(
+                status="failed",
+                failing_module=unit["name"],
+                diagnosis={"kind": "llm_error", "detail": message, "last_check": tools.last_check},
+                error=message,
+            )
+            break
         sessions.append(
             {
                 "iteration": iteration,
