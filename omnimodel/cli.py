@@ -71,6 +71,9 @@ def port(
     unnorm_key: Optional[str] = typer.Option(None, "--unnorm-key", help="dataset_statistics.json key."),
     skills_dir: Optional[Path] = typer.Option(None, "--skills-dir", help="Use this skills/ folder."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable events."),
+    llm_max_calls: int | None = typer.Option(None, "--llm-max-calls", help="LLM budget: calls per run (default 40)."),
+    llm_max_tokens: int | None = typer.Option(None, "--llm-max-tokens", help="LLM budget: tokens per run (default 2M)."),
+    llm_max_seconds: float | None = typer.Option(None, "--llm-max-seconds", help="LLM budget: wall seconds (default 3600)."),
 ) -> None:
     """Port a PyTorch policy to a native GGML build at numerical parity."""
     from omnimodel import port as port_mod
@@ -90,6 +93,12 @@ def port(
             max_iterations=max_iterations,
             unnorm_key=unnorm_key,
             skills_dir=str(skills_dir) if skills_dir else None,
+            llm_budget={
+                k: v
+                for k, v in (("max_calls", llm_max_calls), ("max_tokens", llm_max_tokens), ("max_seconds", llm_max_seconds))
+                if v is not None
+            }
+            or None,
         )
     report = port_mod.run_port(opts, resume=resume is not None, json_events=as_json, console=console)
     if report["status"] != "ok":
