@@ -161,6 +161,28 @@ def _config_json(config: Any) -> str:
         return json.dumps(dataclasses.asdict(config))
 
 
+def _transformed_shape(w: torch.Tensor, steps: list[str]) -> tuple[int, ...]:
+    shape = tuple(w.shape)
+    return tuple(reversed(shape)) if steps.count("transpose") % 2 else shape
+
+
+class _LazyTransformed(Mapping):
+    """GGUF name -> f32 tensor after its transforms, computed on access (no full f32 copy of a 7B model)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], steps: dict[str, list[str]], config: Any):
+        self._tensors, self._steps, self._config = tensors, steps, config
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        w = self._tensors[name].detach().to(torch.float32)
+        return apply_transforms(name, w, self._steps.get(name, []), self._config)
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 def convert(
     source: ModelSource | str | os.PathLike,
     out_path: str | os.PathLike,
@@ -180,11 +202,15 @@ def convert(
     unknown = sorted(set(steps) - set(tensors))
     if transforms is not None and unknown:
         raise GGUFError(f"transforms name tensors that do not exist: {', '.join(unknown[:3])}")
-    prepared: dict[str, torch.Tensor] = {}
-    for name, w in tensors.items():
-        w = w.detach().to(torch.float32)
-        prepared[name] = apply_transforms(name, w, steps.get(name, []), cfg)
-    quantizable = {n: w for n, w in prepared.items() if names.is_quantizable(n, tuple(w.shape))}
+    for name, lst in steps.items():
+        bad = [x for x in lst if x not in TRANSFORMS]
+        if bad:
+            raise GGUFError(f"tensor {name!r}: unknown transform {bad[0]!r}; known: {', '.join(TRANSFORMS)}")
+    shapes = {n: _transformed_shape(w, steps.get(n, [])) for n, w in tensors.items()}
+    prepared = _LazyTransformed(tensors, steps, cfg)
+    quantizable = _LazyTransformed(
+        {n: w for n, w in tensors.items() if names.is_quantizable(n, shapes[n])}, steps, cfg
+    )
     ctx = QuantContext(config=cfg, model=src.model, calibration=calibration, budget_bpw=budget_bpw)
     plan = q.plan(quantizable, ctx)
     missing = sorted(set(quantizable) - set(plan))
@@ -197,7 +223,8 @@ def convert(
     q_bits = q_n = 0
     with Progress(transient=True) as progress:
         task = progress.add_task("encoding", total=len(prepared))
-        for name, w in prepared.items():
+        for name in prepared:
+            w = prepared[name]
             if name in quantizable:
                 p = plan[name]
                 want = get_format(p.ggml_type).name
