@@ -39,10 +39,11 @@ def env(tmp_path_factory):
         yield root
 
 
-def _port(env: Path, ckpt: Path, name: str, llm: str | None, **kw) -> dict:
+def _port(env: Path, ckpt: Path, name: str, llm: str | None, skills: Path | None = None, **kw) -> dict:
     from omnimodel.port import new_options, run_port
 
-    opts = new_options("openvla-oft", str(ckpt), str(env / "runs" / name), llm=llm, skills_dir=str(env / "skills"), **kw)
+    skills = skills or env / "skills"
+    opts = new_options("openvla-oft", str(ckpt), str(env / "runs" / name), llm=llm, skills_dir=str(skills), **kw)
     return run_port(opts)
 
 
@@ -108,11 +109,17 @@ def test_second_model_with_other_sizes_needs_no_llm(replay_run, env, tmp_path):
     assert report["end_to_end"]["action_max_abs_err"] <= 1e-4
 
 
-def test_diverging_replay_fails_naming_the_first_difference(env):
+def _fresh_skills(tmp_path: Path) -> Path:
+    """The repository's skills only (the module tests may have learned one in the shared copy)."""
+    shutil.copytree(REPO_ROOT / "skills", tmp_path / "skills")
+    return tmp_path / "skills"
+
+
+def test_diverging_replay_fails_naming_the_first_difference(env, tmp_path):
     from agent_model import make_custom_checkpoint
 
     ckpt = make_custom_checkpoint(env / "ckpt64", hidden=64)  # the task names other weight shapes
-    report = _port(env, ckpt, "diverged", f"replay:{FIXTURE}")
+    report = _port(env, ckpt, "diverged", f"replay:{FIXTURE}", _fresh_skills(tmp_path))
     assert report["status"] == "failed" and report["failing_module"] == "proprio_projector"
     detail = report["diagnosis"]["detail"]
     assert "does not match the recording at messages[0].text" in detail and "differs at char" in detail
@@ -126,7 +133,7 @@ def test_budget_stops_a_run_that_never_converges(env, tmp_path):
     never = tmp_path / "never.jsonl"
     header = {"header": {"authored": True, "note": "authored, not recorded from a live model: a model that never converges"}}
     never.write_text(json.dumps(header) + "\n" + json.dumps(first) + "\n")
-    report = _port(env, ckpt, "budget", f"replay:{never}", llm_budget={"max_calls": 1})
+    report = _port(env, ckpt, "budget", f"replay:{never}", _fresh_skills(tmp_path), llm_budget={"max_calls": 1})
     assert report["status"] == "failed" and report["failing_module"] == "proprio_projector"
     assert report["diagnosis"]["kind"] == "llm_budget"
     assert "1 of 1 calls" in report["diagnosis"]["detail"]
