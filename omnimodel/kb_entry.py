@@ -23,9 +23,17 @@ def file_run(run_dir: Path, state: dict, learned: list[dict]) -> Path:
     validation = _load(run_dir / "validation.json")
     model = plan.get("model") or state.get("model") or "model"
     target = knowledge_base_dir() / "models" / f"{model}-{run_dir.name}"
-    skills_used = sorted({u["skill"] for u in plan.get("units", []) if u.get("skill")} | {g["skill"] for g in plan.get("glue", []) if g.get("skill")})
+    skills_used = sorted(
+        {u["skill"] for u in plan.get("units", []) if u.get("skill")}
+        | {g["skill"] for g in plan.get("glue", []) if g.get("skill")}
+    )
     modules = [
-        {"name": m["name"], "realised_by": m.get("realised_by"), "cosine": m.get("cosine"), "max_abs_err": m.get("max_abs_err")}
+        {
+            "name": m["name"],
+            "realised_by": m.get("realised_by"),
+            "cosine": m.get("cosine"),
+            "max_abs_err": m.get("max_abs_err"),
+        }
         for m in validation.get("modules", [])
     ]
     usage = state.get("llm_usage") or {}
@@ -54,7 +62,8 @@ def file_run(run_dir: Path, state: dict, learned: list[dict]) -> Path:
             f"Ported OK ({state.get('quant')}); end to end: {entry['end_to_end']}.",
             f"Skills used: {', '.join(skills_used)}.",
             f"Written by the LLM: {', '.join(entry['realised_by_llm']) or 'none'}; learned skills: "
-            + (", ".join(f"{x['skill']} ({x['status']})" for x in learned) or "none") + ".",
+            + (", ".join(f"{x['skill']} ({x['status']})" for x in learned) or "none")
+            + ".",
             "",
             "| module | realised by | cosine |",
             "|---|---|---|",

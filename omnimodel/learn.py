@@ -85,26 +85,42 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
     }
     body = (
         f"# {name}\n\n{description}\n\nGraph function (C++, `template.cpp.j2`, the slot {unit['slot']}'s signature):\n\n"
-        f"```cpp\n{sig}\n```\n\nWeights are read by name from the role's tensors (`W.get(\"...\")`, GGUF prefix "
+        f'```cpp\n{sig}\n```\n\nWeights are read by name from the role\'s tensors (`W.get("...")`, GGUF prefix '
         f"`{slot.prefix}`); sizes come from the tensors. `test_vector.gguf` holds the module of run {run_dir.name}: "
         f"its weights, `in.0` and the PyTorch output `out`.\n"
     )
-    (folder / "SKILL.md").write_text("---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body, encoding="utf-8")
-    (folder / "template.cpp.j2").write_text("{% raw %}" + code.rstrip() + "\n{% endraw %}\n", encoding="utf-8")
+    (folder / "SKILL.md").write_text(
+        "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body, encoding="utf-8"
+    )
+    (folder / "template.cpp.j2").write_text(
+        "{% raw %}" + code.rstrip() + "\n{% endraw %}\n", encoding="utf-8"
+    )
     tmap = {}
     for param in sorted(params):
         target = names.gguf_names(f"{module}.{param}")[0]
-        tmap[param] = {"gguf": target[len(prefix):] if indexed else target, "transforms": []}
+        tmap[param] = {"gguf": target[len(prefix) :] if indexed else target, "transforms": []}
     (folder / "tensor_map.yaml").write_text(yaml.safe_dump(tmap, sort_keys=False), encoding="utf-8")
 
     ckpt = Path(state["checkpoint"])
     cfg = read_config(ckpt)
-    _, stats = select_stats(json.loads((ckpt / "dataset_statistics.json").read_text()), state.get("unnorm_key"))
+    _, stats = select_stats(
+        json.loads((ckpt / "dataset_statistics.json").read_text()), state.get("unnorm_key")
+    )
     weights = {k: v for k, v in read_gguf_dequantized(run_dir / "model.gguf").items() if k.startswith(prefix)}
     ref = read_reference(run_dir / "reference" / f"{module}.gguf")
-    inputs = [ref[k] for k in sorted((k for k in ref if k.startswith("in.")), key=lambda k: int(k.split(".")[1]))]
-    write_vector(folder / "test_vector.gguf", module, cls, weights, runtime_metadata(cfg, stats), inputs, ref["out"])
-    return {"name": name, "module": module, "class": cls, "function": function_name(sig), "params": sum(int(np.prod(s)) for s in params.values())}
+    inputs = [
+        ref[k] for k in sorted((k for k in ref if k.startswith("in.")), key=lambda k: int(k.split(".")[1]))
+    ]
+    write_vector(
+        folder / "test_vector.gguf", module, cls, weights, runtime_metadata(cfg, stats), inputs, ref["out"]
+    )
+    return {
+        "name": name,
+        "module": module,
+        "class": cls,
+        "function": function_name(sig),
+        "params": sum(int(np.prod(s)) for s in params.values()),
+    }
 
 
 def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path) -> tuple[bool, str]:
@@ -134,9 +150,14 @@ def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path
     box = get_sandbox(state.get("sandbox", "auto"))
     ggml = ensure_ggml_build(state.get("backend", "cpu"), box)
     result = compile_and_run_cmake_project(
-        work / "cpp", work / "build", box, ggml,
+        work / "cpp",
+        work / "build",
+        box,
+        ggml,
         run=["policy_cli", "validate", str(vector), str(vector.parent), str((work / "out").resolve())],
-        configure_args=[f"-DGGML_DIR={ggml.prefix}"], run_timeout_s=600, memory_mb=8192,
+        configure_args=[f"-DGGML_DIR={ggml.prefix}"],
+        run_timeout_s=600,
+        memory_mb=8192,
     )
     failed = result.failed_step()
     if failed:
@@ -172,7 +193,9 @@ def learn_skills(run_dir: Path, state: dict) -> list[dict]:
         try:
             info = write_skill_folder(run_dir, unit, state, folder, version)
             if info["params"] > MAX_VECTOR_PARAMS:
-                entry.update(status="skipped", reason=f"{info['params']} parameters: too large for a small test vector")
+                entry.update(
+                    status="skipped", reason=f"{info['params']} parameters: too large for a small test vector"
+                )
                 learned.append(entry)
                 continue
             passed, detail = check_skill(run_dir, folder, plan, state, run_dir / "learn" / name / "check")

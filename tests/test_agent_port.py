@@ -24,7 +24,9 @@ sys.path.insert(0, str(FIXTURES))
 
 
 def _toolchain() -> bool:
-    return shutil.which("cmake") is not None and (shutil.which("c++") is not None or shutil.which("docker") is not None)
+    return shutil.which("cmake") is not None and (
+        shutil.which("c++") is not None or shutil.which("docker") is not None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,9 @@ def _port(env: Path, ckpt: Path, name: str, llm: str | None, skills: Path | None
     from omnimodel.port import new_options, run_port
 
     skills = skills or env / "skills"
-    opts = new_options("openvla-oft", str(ckpt), str(env / "runs" / name), llm=llm, skills_dir=str(skills), **kw)
+    opts = new_options(
+        "openvla-oft", str(ckpt), str(env / "runs" / name), llm=llm, skills_dir=str(skills), **kw
+    )
     return run_port(opts)
 
 
@@ -84,7 +88,9 @@ def test_learned_skill_is_installed_indexed_and_the_run_filed(replay_run, env):
     learned = json.loads((run / "learned.json").read_text())
     assert [x["status"] for x in learned] == ["added"] and "cosine 1.0000" in learned[0]["parity"]
     skill = load_skill(env / "skills" / SKILL)
-    assert skill.provenance["learned_from_run"] == run.name and skill.provenance["module"] == "proprio_projector"
+    assert (
+        skill.provenance["learned_from_run"] == run.name and skill.provenance["module"] == "proprio_projector"
+    )
     params = ["fc_in.bias", "fc_in.weight", "ls.scale_factor", "proj.weight"]
     assert match_skill("GeluLayerScaleProprio", params, [skill]) is skill
     assert not (REPO_ROOT / "skills" / SKILL).exists()
@@ -99,7 +105,12 @@ def test_second_model_with_other_sizes_needs_no_llm(replay_run, env, tmp_path):
 
     ckpt = make_custom_checkpoint(env / "ckpt48", hidden=48)
     empty = tmp_path / "empty.jsonl"  # any LLM call would fail: the transcript holds none
-    empty.write_text(json.dumps({"header": {"authored": True, "note": "authored, not recorded from a live model: no calls"}}) + "\n")
+    empty.write_text(
+        json.dumps(
+            {"header": {"authored": True, "note": "authored, not recorded from a live model: no calls"}}
+        )
+        + "\n"
+    )
     report = _port(env, ckpt, "second", f"replay:{empty}")
     assert report["status"] == "ok", report.get("diagnosis")
     assert report["llm"]["calls"] == 0
@@ -129,11 +140,20 @@ def test_budget_stops_a_run_that_never_converges(env, tmp_path):
     from agent_model import make_custom_checkpoint
 
     ckpt = make_custom_checkpoint(env / "ckpt96b", hidden=96)
-    first = json.loads(FIXTURE.read_text().splitlines()[1])  # the recorded first call: write broken code, build
+    first = json.loads(
+        FIXTURE.read_text().splitlines()[1]
+    )  # the recorded first call: write broken code, build
     never = tmp_path / "never.jsonl"
-    header = {"header": {"authored": True, "note": "authored, not recorded from a live model: a model that never converges"}}
+    header = {
+        "header": {
+            "authored": True,
+            "note": "authored, not recorded from a live model: a model that never converges",
+        }
+    }
     never.write_text(json.dumps(header) + "\n" + json.dumps(first) + "\n")
-    report = _port(env, ckpt, "budget", f"replay:{never}", _fresh_skills(tmp_path), llm_budget={"max_calls": 1})
+    report = _port(
+        env, ckpt, "budget", f"replay:{never}", _fresh_skills(tmp_path), llm_budget={"max_calls": 1}
+    )
     assert report["status"] == "failed" and report["failing_module"] == "proprio_projector"
     assert report["diagnosis"]["kind"] == "llm_budget"
     assert "1 of 1 calls" in report["diagnosis"]["detail"]

@@ -33,7 +33,10 @@ def test_slots_cover_roles_and_read_signatures_from_skills():
     assert slot_for("vision_backbone.fused_featurizer.blocks.2").skill == "siglip_block"
     assert slot_for("language_model.model.embed_tokens") is None
     sig = signature(skills_dir(), slot_for("proprio_projector"))
-    assert sig == "static ggml_tensor * build_proprio_projector(ggml_context * ctx, ggml_tensor * p, const proprio_weights & W)"
+    assert (
+        sig
+        == "static ggml_tensor * build_proprio_projector(ggml_context * ctx, ggml_tensor * p, const proprio_weights & W)"
+    )
     assert function_name(sig) == "build_proprio_projector"
     text = stub(slot_for("proprio_projector"), sig, "proprio_projector")
     assert sig in text and "OMNI_ERR_UNKNOWN_MODULE" in text
@@ -59,7 +62,9 @@ def test_fixture_is_labelled_authored_and_answers_what_the_scripted_agent_answer
 
     lines = (FIXTURES / "gelu_ls_proprio.jsonl").read_text().splitlines()
     header = json.loads(lines[0])["header"]
-    assert header["authored"] is True and header["note"].startswith("authored, not recorded from a live model")
+    assert header["authored"] is True and header["note"].startswith(
+        "authored, not recorded from a live model"
+    )
     agent = ScriptedAgent("fake-gelu-ls")
     entries = [json.loads(line) for line in lines[1:]]
     assert len(entries) == 5
@@ -67,5 +72,10 @@ def test_fixture_is_labelled_authored_and_answers_what_the_scripted_agent_answer
         request = Request.from_dict(entry["request"])
         # tool results were cut to their first line: enough for the script's checks
         assert agent.complete(request).to_dict() == Response.from_dict(entry["response"]).to_dict()
-    kinds = [m["content"].split(" ")[0:2] for e in entries for m in e["request"]["messages"][-1:] if m["role"] == "tool"]
+    kinds = [
+        m["content"].split(" ")[0:2]
+        for e in entries
+        for m in e["request"]["messages"][-1:]
+        if m["role"] == "tool"
+    ]
     assert ["BUILD", "FAILED"] in kinds and ["PARITY", "FAIL"] in kinds and ["PARITY", "PASS"] in kinds

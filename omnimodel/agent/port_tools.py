@@ -139,14 +139,19 @@ class PortTools:
         run_dir = Path(self.run_dir)
         ref_file = run_dir / "reference" / f"{module}.gguf"
         if not ref_file.is_file():
-            return self._record(f"PARITY ERROR {module}\nno cached tensors for {module!r} (reference/{module}.gguf)")
+            return self._record(
+                f"PARITY ERROR {module}\nno cached tensors for {module!r} (reference/{module}.gguf)"
+            )
         work = (run_dir / "build" / "agent_parity" / module).resolve()
         shutil.rmtree(work, ignore_errors=True)
         (work / "ref").mkdir(parents=True)
         (work / "out").mkdir()
         shutil.copyfile(ref_file, work / "ref" / ref_file.name)
         gguf_path = (run_dir / "model.gguf").resolve()
-        result = self._cmake([CLI, "validate", str(gguf_path), str(work / "ref"), str(work / "out")], {gguf_path: str(gguf_path)})
+        result = self._cmake(
+            [CLI, "validate", str(gguf_path), str(work / "ref"), str(work / "out")],
+            {gguf_path: str(gguf_path)},
+        )
         failure = self._build_failure(result)
         if failure:
             return self._record(failure)

@@ -83,8 +83,8 @@ def stub(slot: Slot, sig: str, module: str) -> str:
     """A compiling placeholder the agent replaces: it fails at run time naming the slot."""
     return (
         f"// Slot {slot.skill} for module {module}: the agent writes this function (keep the signature).\n"
-        f"// Weights: W.get(\"name\") returns the GGUF tensor {slot.gguf_prefix(module)}<name>; W.has(\"name\") tests for it.\n"
+        f'// Weights: W.get("name") returns the GGUF tensor {slot.gguf_prefix(module)}<name>; W.has("name") tests for it.\n'
         f"{sig} {{\n"
-        f"    throw omni_error(OMNI_ERR_UNKNOWN_MODULE, \"{module}: the agent has not written {function_name(sig)} yet\");\n"
+        f'    throw omni_error(OMNI_ERR_UNKNOWN_MODULE, "{module}: the agent has not written {function_name(sig)} yet");\n'
         f"}}\n"
     )

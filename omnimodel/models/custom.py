@@ -34,7 +34,9 @@ def load_class(ckpt: Path, spec: dict) -> type[nn.Module]:
     """Import `spec["class"]` from `spec["file"]` inside the checkpoint directory."""
     file = (Path(ckpt) / spec.get("file", "")).resolve()
     if not file.is_file() or not file.is_relative_to(Path(ckpt).resolve()):
-        raise CheckpointError(f"{ckpt}: custom module file {spec.get('file')!r} not found inside the checkpoint")
+        raise CheckpointError(
+            f"{ckpt}: custom module file {spec.get('file')!r} not found inside the checkpoint"
+        )
     name = "omnimodel_custom_" + hashlib.sha256(str(file).encode()).hexdigest()[:12]
     module = sys.modules.get(name)
     if module is None:

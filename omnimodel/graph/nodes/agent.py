@@ -53,12 +53,12 @@ def _task(unit: dict, sig: str, prefix: str, params: dict, tools, analysis: dict
     from omnimodel.codegen.slots import slot_by_skill
 
     header = slot_by_skill(unit["slot"]).header
-    weights = "\n".join(f"  W.get(\"{k}\"): {prefix}{k}, PyTorch shape {v}" for k, v in sorted(params.items()))
+    weights = "\n".join(f'  W.get("{k}"): {prefix}{k}, PyTorch shape {v}' for k, v in sorted(params.items()))
     return (
         f"Module {unit['name']} (class {unit['cls']}) fills the slot {unit['slot']}.\n"
-        f"Write cpp/{header} (write_cpp path \"{header}\") defining exactly:\n  {sig}\n"
+        f'Write cpp/{header} (write_cpp path "{header}") defining exactly:\n  {sig}\n'
         f"Weights of this module:\n{weights}\n"
-        f"Check it with run_parity module \"{unit['name']}\".\n\n"
+        f'Check it with run_parity module "{unit["name"]}".\n\n'
         f"PyTorch source:\n```python\n{module_source(tools.checkpoint, unit['name'])}```\n"
         f"Traced (module: in -> out shapes; ops; params):\n{module_trace(analysis, unit['name'])}\n"
     )
@@ -74,7 +74,7 @@ def _feedback_task(unit: dict, diagnosis: dict, run_dir: Path) -> str:
     detail = str(diagnosis.get("detail", ""))
     return (
         f"The validator rejected module {unit['name']} (class {unit['cls']}): {diagnosis.get('kind')}.\n"
-        f"Fix cpp/{header}, then build and run_parity module \"{unit['name']}\" until PARITY PASS.\n"
+        f'Fix cpp/{header}, then build and run_parity module "{unit["name"]}" until PARITY PASS.\n'
         f"Current cpp/{header}:\n```cpp\n{code}```\n"
         f"Details:\n{detail}\n"
     )
@@ -107,9 +107,17 @@ def agent(state: PortState) -> dict:
     analysis = json.loads((run_dir / "analysis.json").read_text())
     usage = dict(state.get("llm_usage") or {})
     usage.setdefault("started", time.time())
-    accounting = Accounting(usage.get("calls", 0), usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+    accounting = Accounting(
+        usage.get("calls", 0), usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+    )
     provider = run_provider(state["llm"], run_dir, _budget(state, usage), accounting)
-    tools = PortTools(run_dir, state["checkpoint"], state.get("sandbox", "auto"), state.get("backend", "cpu"), state.get("quant", "f32"))
+    tools = PortTools(
+        run_dir,
+        state["checkpoint"],
+        state.get("sandbox", "auto"),
+        state.get("backend", "cpu"),
+        state.get("quant", "f32"),
+    )
     box = ToolBox(run_dir, build=tools.build, run_parity=tools.run_parity, show_module=tools.show_module)
 
     diagnosis = state.get("diagnosis") or {}
@@ -133,9 +141,18 @@ def agent(state: PortState) -> dict:
             task = _feedback_task(unit, diagnosis, run_dir)
         else:
             sig = signature(Path(plan["skills_dir"]), slot)
-            task = _task(unit, sig, slot.gguf_prefix(unit["name"]), _module_params(analysis, unit["name"]), tools, analysis)
+            task = _task(
+                unit,
+                sig,
+                slot.gguf_prefix(unit["name"]),
+                _module_params(analysis, unit["name"]),
+                tools,
+                analysis,
+            )
         try:
-            result = run_agent(provider, box, SYSTEM, task, max_turns=int(os.environ.get("OMNIMODEL_AGENT_MAX_TURNS", "30")))
+            result = run_agent(
+                provider, box, SYSTEM, task, max_turns=int(os.environ.get("OMNIMODEL_AGENT_MAX_TURNS", "30"))
+            )
         except LLMError as exc:  # a provider failure or a replay that diverged: the run fails naming it
             message = str(exc).splitlines()[0]
             out.update(
@@ -165,7 +182,11 @@ def agent(state: PortState) -> dict:
             out.update(
                 status="failed",
                 failing_module=unit["name"],
-                diagnosis={"kind": "llm_budget" if result.outcome == "budget" else "llm_refused", "detail": detail, "last_check": last},
+                diagnosis={
+                    "kind": "llm_budget" if result.outcome == "budget" else "llm_refused",
+                    "detail": detail,
+                    "last_check": last,
+                },
                 error=f"the agent stopped on {unit['name']}: {result.error}",
             )
             break
