@@ -92,7 +92,9 @@ def run_port(opts: PortOptions, resume: bool = False, json_events: bool = False,
         else:
             inputs = {**asdict(opts), "iteration": 0, "status": "running", "fixes": [], "timings": {}}
         t_node = time.perf_counter()
-        for update in graph.stream(inputs, THREAD, stream_mode="updates"):
+        # durability="sync": a node's checkpoint is on disk before the next node starts, so a kill
+        # in the middle of a node resumes at that node.
+        for update in graph.stream(inputs, THREAD, stream_mode="updates", durability="sync"):
             for node, delta in update.items():
                 if node not in NODES:
                     continue

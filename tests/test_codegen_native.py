@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +67,36 @@ def tiny_run(tmp_path_factory, native_build) -> Path:
 
 
 def cli(build: Path, *args: str) -> list[dict]:
-    proc = subprocess.run([str(build / "policy_cli"), *args], capture_output=True, text=True, timeout=300)
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert proc.returncode == 0, f"policy_cli {args[0]} failed: {proc.stderr[-2000:]} {lines[-1:] }"
+    """Run the generated policy_cli inside the sandbox (generated code never runs on the host)."""
+    from omnimodel.sandbox import get_sandbox
+    from omnimodel.toolchain import ensure_ggml_build
+
+    box = get_sandbox("auto")
+    ggml = ensure_ggml_build("cpu", box)
+    mounts, outputs, argv = {ggml.prefix: str(ggml.prefix)}, {}, []
+    for i, a in enumerate(args):
+        p = Path(a)
+        is_output = (args[0] == "validate" and i == 3) or (i > 0 and args[i - 1] == "--out")
+        if p.is_absolute() and p.exists() and not is_output and not p.is_relative_to(build):
+            mounts[p] = str(p)
+        elif is_output:  # written inside the work dir (the only writable place), copied back
+            inside = build / f"_out{len(outputs)}"
+            shutil.rmtree(inside, ignore_errors=True)
+            if args[0] == "validate":
+                inside.mkdir()
+                os.chmod(inside, 0o777)
+            outputs[inside] = p
+            a = str(inside)
+        argv.append(a)
+    res = box.run([str(build / "policy_cli"), *argv], build, timeout_s=300, memory_mb=4096, ro_mounts=mounts,
+                  env={"LD_LIBRARY_PATH": str(ggml.lib_dir)})
+    for inside, wanted in outputs.items():
+        if inside.is_dir():
+            shutil.copytree(inside, wanted, dirs_exist_ok=True)
+        elif inside.exists():
+            shutil.copyfile(inside, wanted)
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert res.exit_code == 0, f"policy_cli {args[0]} failed: {res.stderr[-2000:]} {lines[-1:] }"
     return lines
 
 
