@@ -80,7 +80,10 @@ def quantize(
     # the converter builds its own context; pass the extras through a thin wrapper
     extra = {"stats": stats, "tokenizer": tok, "calib_frames": calib_frames, "device": None}
     quantizer = _WithExtra(quantizer, extra)
-    res = convert(source, out, quantizer, calibration=calibration, budget_bpw=bpw, device=device)
+    from omnimodel.codegen.metadata import runtime_metadata
+
+    meta = runtime_metadata(source.config, stats or source.stats or None)
+    res = convert(source, out, quantizer, metadata=meta, calibration=calibration, budget_bpw=bpw, device=device)
     rep = getattr(quantizer.inner, "report", None)
     path = None
     if rep is not None:

@@ -1,0 +1,124 @@
+"""The actquant plugin end to end on the tiny preset with calibration data from the task suite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import require
+
+from actquant_plugin.allocate import TYPE_BITS, available_candidates
+from actquant_plugin.baselines import mix_types
+from actquant_plugin.calibration import from_demos
+from actquant_plugin.plugin import ActQuant, ActQuantOptions
+from omnimodel.errors import QuantError
+from omnimodel.ggufio.convert import convert, load_source
+from omnimodel.quant.plugin import load_quantizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the CI box has 2 cores shared by many processes: one thread is ~8x faster than two here
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    from omnimodel.suite import suite_tasks
+    from omnimodel.suite.export import export_task
+
+    root = tmp_path_factory.mktemp("aq_demos")
+    for idx in (0, 3, 5):
+        task = suite_tasks("libero_goal")[idx]
+        export_task(task, idx, root / "libero_goal" / f"{task.name}_demo.hdf5", episodes=1, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_source("openvla-oft-tiny")
+
+
+@pytest.fixture(scope="module")
+def calib(demos, tiny):
+    return from_demos(demos, frames=10, text_vocab=tiny.config.text_vocab)
+
+
+def _budgets():
+    return [pytest.param(b, id=f"{b}bpw") for b in (2.5, 3.0, 3.5, 4.0)]
+
+
+@pytest.mark.parametrize("budget", _budgets())
+def test_written_gguf_meets_the_budget(budget, tiny, calib, tmp_path):
+    low = min(TYPE_BITS[t] for t in available_candidates())
+    require(budget >= low, f"an encoder for a type below {budget} bpw (IQ2 lattice types; have {available_candidates()})")
+    q = ActQuant(ActQuantOptions(bpw=budget, objective="none", device="cpu"))
+    res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
+    print(f"budget {budget}: written {res.bpw:.4f} bpw, planned {q.report.planned_bpw:.4f}")
+    assert abs(res.bpw - budget) <= 0.02
+    assert res.bpw <= budget + 1e-9
+    assert q.report.planned_bpw == pytest.approx(res.bpw, abs=1e-9)
+    assert not res.fallbacks
+
+
+def test_amf_plan_report_and_bytes(tiny, calib, tmp_path):
+    report = tmp_path / "quant_report.json"
+    q = load_quantizer(f"actquant:3.0,device=cpu,report={report}")
+    res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
+    assert abs(res.bpw - 3.0) <= 0.02
+    data = json.loads(report.read_text())
+    assert set(data["timings"]) >= {"hsic", "allocate", "fisher", "scales"}
+    assert data["options"]["objective"] == "amf" and data["options"]["lam_effective"] == 0.5
+    rows = data["tensors"]
+    assert set(rows) <= set(res.types) and all(r["type"] == res.types[n] for n, r in rows.items())
+    targets = {n: r for n, r in rows.items() if r["hsic_x"] is not None}
+    assert any(n.startswith("v.") for n in targets) and any(n.startswith("blk.") for n in targets)
+    for name, r in targets.items():
+        assert r["type"] == res.types[name]
+        assert r["hsic_a"] is not None and r["predicted_error"] is not None
+        assert r["scales"] == "alternation"
+        assert r["achieved_error"] <= r["achieved_error_init"] * (1 + 1e-9)
+    assert rows["token_embd.weight"]["hsic_x"] is None
+
+
+def test_uniform_allocation_ablation(tiny, calib, tmp_path):
+    q = ActQuant(ActQuantOptions(bpw=3.0, allocation="uniform", objective="magnitude", device="cpu"))
+    res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
+    assert set(res.types[n] for n in q.report.tensors) == {"Q2_K"}
+    assert all(r["hsic_x"] is None for r in q.report.to_json()["tensors"].values())
+
+
+def test_options_and_errors():
+    o = ActQuantOptions.parse("2.5,objective=magnitude,allocation=uniform,lam=0.3")
+    assert (o.bpw, o.objective, o.allocation, o.lam) == (2.5, "magnitude", "uniform", 0.3)
+    with pytest.raises(QuantError, match="objective"):
+        ActQuantOptions.parse("3,objective=foo")
+    with pytest.raises(QuantError, match="unknown option"):
+        ActQuantOptions.parse("3,bogus=1")
+    with pytest.raises(QuantError, match="budget"):
+        ActQuant().plan({}, __import__("omnimodel.quant.plugin", fromlist=["QuantContext"]).QuantContext())
+
+
+def test_mix_recipes_follow_llama_quantize_rules(tiny):
+    from omnimodel.ggufio.convert import gguf_tensors
+    from omnimodel.ggufio.names import is_quantizable
+
+    shapes = {n: tuple(w.shape) for n, w in gguf_tensors(tiny.state_dict).items() if is_quantizable(n, tuple(w.shape))}
+    m4 = mix_types("q4_k_m", shapes)
+    assert m4["output.weight"] == "Q6_K" and m4["blk.1.attn_v.weight"] == "Q6_K"
+    assert m4["blk.0.attn_v.weight"] == "Q4_K" and m4["blk.0.attn_q.weight"] == "Q4_K"  # 2 layers: only i >= 7n/8 gets more bits
+    m2 = mix_types("q2_k", shapes)
+    assert m2["blk.1.ffn_down.weight"] == "Q3_K" and m2["blk.1.ffn_up.weight"] == "Q2_K"
+    m3 = mix_types("q3_k_m", shapes)
+    assert m3["blk.0.attn_v.weight"] == "Q5_K" and m3["blk.1.attn_output.weight"] == "Q4_K"
+
+
+def test_imatrix_baseline_writes_column_importance(tiny, calib, tmp_path):
+    q = load_quantizer("imatrix:q3_k_m")
+    res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
+    assert res.types["blk.0.attn_v.weight"] == "Q5_K"
+    assert 3.0 < res.bpw < 5.0
