@@ -134,3 +134,41 @@ def subset(cs: CalibrationSet, idx: np.ndarray) -> CalibrationSet:
         source=cs.source,
         pixels=None if cs.pixels is None else cs.pixels[torch.from_numpy(np.asarray(idx))],
     )
+
+
+def progress(description: str, total: int):
+    """A rich progress bar (transient), or a silent stand-in where rich is not installed (GPU box)."""
+    try:
+        from rich.progress import Progress
+    except ImportError:  # pragma: no cover - minimal environments
+        return _Silent()
+    return _RichTask(Progress(transient=True), description, total)
+
+
+class _Silent:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def advance(self, n: int = 1) -> None:
+        """No-op."""
+
+
+class _RichTask(_Silent):
+    def __init__(self, bar, description: str, total: int):
+        self.bar, self.description, self.total = bar, description, total
+
+    def __enter__(self):
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.description, total=self.total)
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def advance(self, n: int = 1) -> None:
+        """Advance the bar by n."""
+        self.bar.advance(self.task, n)
+

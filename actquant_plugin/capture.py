@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 
 import torch
-from rich.progress import Progress
 from torch import nn
 
-from actquant_plugin.calibration import CalibrationSet
+from actquant_plugin.calibration import CalibrationSet, progress
 from actquant_plugin.targets import Target
 
 log = logging.getLogger(__name__)
@@ -78,8 +77,7 @@ def pooled_states(
     xs: dict[str, list[torch.Tensor]] = {}
     ys: dict[str, list[torch.Tensor]] = {n: [] for n in targets}
     try:
-        with Progress(transient=True) as progress:
-            task = progress.add_task("actquant: hidden states", total=len(calib))
+        with progress("actquant: hidden states", len(calib)) as bar:
             for i in range(len(calib)):
                 pool.acc.clear()
                 px, ids, prop = calib.inputs(i, device, dtype)
@@ -89,7 +87,7 @@ def pooled_states(
                         xs.setdefault(k[2:], []).append(v.cpu())
                     else:
                         ys[k].append(v.cpu())
-                progress.advance(task)
+                bar.advance()
     finally:
         for h in handles:
             h.remove()

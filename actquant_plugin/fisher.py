@@ -15,10 +15,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import nn
 
-from actquant_plugin.calibration import CalibrationSet
+from actquant_plugin.calibration import CalibrationSet, progress
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +101,12 @@ def fisher_diagonal(
 
             handles.append(p.register_post_accumulate_grad_hook(hook))
         count = 0
-        with Progress(transient=True) as progress:
-            task = progress.add_task("actquant: fisher", total=len(calib))
+        with progress("actquant: fisher", len(calib)) as bar:
             for idx in _batches(calib, batch):
                 loss = sample_loss(model, calib, idx, lam, device, dtype, l1_reduction)
                 loss.backward()
                 count += 1
-                progress.advance(task, len(idx))
+                bar.advance(len(idx))
     finally:
         for h in handles:
             h.remove()
