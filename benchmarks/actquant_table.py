@@ -1,0 +1,181 @@
+"""Paper-style Table 1 (closed-loop success per suite for fp16, rtn, llama-mix, imatrix and actquant
+at several budgets) and Table 4 (the ablation at ~2.7 bpw), through the native build.
+
+    PYTHONPATH=. python benchmarks/actquant_table.py --checkpoint $(omnimodel zoo path openvla-oft-tiny-suite) \
+        --work runs/actquant_table --episodes-per-task 10
+
+Calibration: the paper's rule on our suite's demonstrations (exported into WORK/calib_demos with
+three episodes per task, so the long suite can take three). Every row is written as a GGUF, run
+through the native library (`--runtime native`, default) or the PyTorch simulation of the same
+GGUF (`--runtime sim`, no build needed), and evaluated on the same seeded episodes. Results go to
+WORK/table.json and WORK/table.md; rows already in table.json are reused (resume after a stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("actquant_table")
+BUDGETS = (4.0, 3.5, 3.0, 2.5, 2.0)
+
+
+def table1_rows(budgets: tuple[float, ...], calib_frames: int | None) -> list[tuple[str, str, dict]]:
+    """(row name, method spec, extra options) of Table 1."""
+    rows = [("fp16", "f16", {})]
+    rows += [(f"rtn {t}", f"rtn:{t}", {}) for t in ("q4_k", "q3_k", "q2_k")]
+    rows += [(f"llama {m}", m, {}) for m in ("q4_k_m", "q3_k_m", "q2_k")]
+    rows += [(f"imatrix {m}", f"imatrix:{m}", {}) for m in ("q4_k_m", "q3_k_m", "q2_k")]
+    rows += [(f"actquant {b}", "actquant", {"bpw": b}) for b in budgets]
+    return rows
+
+
+def table4_rows(bpw: float) -> list[tuple[str, str, dict]]:
+    """The ablation of Table 4: uniform types with growing scale objectives, then HSIC allocation."""
+    rows = []
+    for label, obj in (("RTN block quantization", "none"), ("+ magnitude-weighted scale", "magnitude"),
+                       ("+ action-only Fisher", "action_fisher"), ("+ action-mixed Fisher", "amf")):  # fmt: skip
+        rows.append((f"ablation: {label}", "actquant", {"bpw": bpw, "allocation": "uniform", "objective": obj}))
+    rows.append(("ablation: + HSIC bit allocation", "actquant", {"bpw": bpw, "allocation": "hsic", "objective": "amf"}))
+    rows.append(("ablation: authors' preset", "actquant", {"bpw": bpw, "preset": "authors"}))
+    return rows
+
+
+def ensure_demos(work: Path, episodes: int) -> Path:
+    """Demonstrations for calibration (3 per task, so the long suite can take three)."""
+    out = work / "calib_demos"
+    if not out.exists():
+        from omnimodel.suite.export import export_suites
+
+        export_suites(out, episodes_per_task=episodes)
+    return out
+
+
+def ensure_build(work: Path, build: Path | None) -> Path:
+    """A native build of the generated project (rendered and built once, reused)."""
+    if build is not None:
+        return build
+    target = work / "native" / "build"
+    if not (target / "libomnimodel_policy.so").exists():
+        from omnimodel.codegen.build import build_project, find_ggml_prefix
+        from omnimodel.codegen.render import render_project
+
+        cpp = render_project(work / "native")
+        build_project(cpp, target, find_ggml_prefix())
+    return target
+
+
+def quantize_row(ckpt: Path, spec: str, opts: dict, run: Path, demos: Path, calib_frames: int | None) -> dict:
+    """Write run/model.gguf for one row; returns bpw and (for actquant) the report path."""
+    from actquant_plugin.quantize import quantize
+
+    run.mkdir(parents=True, exist_ok=True)
+    bpw = opts.get("bpw")
+    extra = {k: v for k, v in opts.items() if k != "bpw"}
+    needs_calib = spec.startswith(("actquant", "imatrix"))
+    res = quantize(str(ckpt), spec, run / "model.gguf", bpw, demos if needs_calib else None,
+                   calib_frames if needs_calib else None, extra)  # fmt: skip
+    return {"bpw": res.convert.bpw, "bytes": res.convert.bytes, "report": str(res.report_path) if res.report_path else None}
+
+
+def load_policy_for(run: Path, ckpt: Path, runtime: str, build: Path | None):
+    """The native policy of run/model.gguf, or the PyTorch simulation of the same GGUF."""
+    if runtime == "native":
+        from omnimodel import runtime as rt
+
+        link = run / "build"
+        if not link.exists():
+            link.symlink_to(build.resolve())
+        (run / "port.json").write_text(json.dumps({"checkpoint": str(ckpt)}))
+        return rt.load(run, checkpoint=ckpt)
+    from omnimodel.models.policy import load_policy
+    from omnimodel.quant_sim import simulate
+
+    policy = load_policy(ckpt)
+    simulate(policy.model, run / "model.gguf")
+    return policy
+
+
+def markdown(rows: list[dict], suites: list[str]) -> str:
+    """The table as Markdown: one row per method, success % per suite and the mean."""
+    head = "| method | bpw | " + " | ".join(suites) + " | mean |\n|---|---|" + "---|" * (len(suites) + 1) + "\n"
+    body = ""
+    for r in rows:
+        cells = " | ".join(f"{100 * r['success_per_suite'].get(s, float('nan')):.1f}" for s in suites)
+        body += f"| {r['name']} | {r['bpw']:.3f} | {cells} | {100 * r['success_mean']:.1f} |\n"
+    return head + body
+
+
+def main() -> None:
+    """Quantize, run and evaluate every row; write table.json and table.md."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("runs/actquant_table"))
+    ap.add_argument("--demos", type=Path, default=None, help="calibration demonstrations (default: exported)")
+    ap.add_argument("--calib-frames", type=int, default=None)
+    ap.add_argument("--episodes-per-task", type=int, default=10)
+    ap.add_argument("--suites", default="", help="comma-separated (default: all four)")
+    ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    ap.add_argument("--ablation-bpw", type=float, default=2.7)
+    ap.add_argument("--only", default="", help="comma-separated row-name prefixes to run")
+    ap.add_argument("--runtime", choices=("native", "sim"), default="native")
+    ap.add_argument("--build", type=Path, default=None, help="an existing native build directory")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from omnimodel.atomic import atomic_path
+    from omnimodel.eval import evaluate_closed_loop, suite_eval_tasks
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    suites = [s for s in args.suites.split(",") if s] or None
+    tasks = suite_eval_tasks(suites)
+    suite_names = sorted({t.suite for t in tasks})
+    demos = args.demos or ensure_demos(args.work, 3)
+    build = ensure_build(args.work, args.build) if args.runtime == "native" else None
+    budgets = tuple(float(b) for b in args.budgets.split(",") if b)
+    plan = [("table1", *r) for r in table1_rows(budgets, args.calib_frames)] + [("table4", *r) for r in table4_rows(args.ablation_bpw)]
+    only = [p for p in args.only.split(",") if p]
+    out_json = args.work / "table.json"
+    done = {r["name"]: r for r in json.loads(out_json.read_text())["rows"]} if out_json.exists() else {}
+    for table, name, spec, opts in plan:
+        if only and not any(name.startswith(p) for p in only):
+            continue
+        if name in done:
+            continue
+        run = args.work / "runs" / name.replace(" ", "_").replace(":", "").replace("'", "").replace("+", "plus")
+        if run.exists():
+            shutil.rmtree(run)
+        t0 = time.perf_counter()
+        q = quantize_row(args.checkpoint, spec, opts, run, demos, args.calib_frames)
+        t_quant = time.perf_counter() - t0
+        policy = load_policy_for(run, args.checkpoint, args.runtime, build)
+        res = evaluate_closed_loop(policy, tasks, args.episodes_per_task, args.seed)
+        if hasattr(policy, "close"):
+            policy.close()
+        row = {"table": table, "name": name, "spec": spec, "options": opts, "bpw": q["bpw"], "bytes": q["bytes"],
+               "report": q["report"], "quantize_s": t_quant, "eval_s": res.seconds,
+               "success_per_suite": res.success_per_suite,
+               "success_mean": sum(res.success_per_suite.values()) / max(len(res.success_per_suite), 1)}  # fmt: skip
+        done[name] = row
+        log.info("%s: %.3f bpw, mean success %.1f%%", name, q["bpw"], 100 * row["success_mean"])
+        with atomic_path(out_json) as tmp:
+            tmp.write_text(json.dumps({"runtime": args.runtime, "episodes_per_task": args.episodes_per_task,
+                                       "checkpoint": str(args.checkpoint), "rows": list(done.values())}, indent=1))  # fmt: skip
+    rows = list(done.values())
+    md = "## Table 1\n\n" + markdown([r for r in rows if r["table"] == "table1"], suite_names)
+    md += f"\n## Table 4 (ablation, {args.ablation_bpw} bpw)\n\n" + markdown([r for r in rows if r["table"] == "table4"], suite_names)
+    with atomic_path(args.work / "table.md") as tmp:
+        tmp.write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
