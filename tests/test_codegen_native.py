@@ -89,7 +89,7 @@ def cli(build: Path, *args: str) -> list[dict]:
             a = str(inside)
         argv.append(a)
     res = box.run([str(build / "policy_cli"), *argv], build, timeout_s=300, memory_mb=4096, ro_mounts=mounts,
-                  env={"LD_LIBRARY_PATH": str(ggml.lib_dir)})
+                  env={"LD_LIBRARY_PATH": f"{build}:{ggml.lib_dir}"})
     for inside, wanted in outputs.items():
         if inside.is_dir():
             shutil.copytree(inside, wanted, dirs_exist_ok=True)
