@@ -122,3 +122,21 @@ def test_imatrix_baseline_writes_column_importance(tiny, calib, tmp_path):
     res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
     assert res.types["blk.0.attn_v.weight"] == "Q5_K"
     assert 3.0 < res.bpw < 5.0
+
+
+def test_cli_quantize_actquant_writes_gguf_and_report(demos, tmp_path):
+    from typer.testing import CliRunner
+
+    from omnimodel.cli import app
+
+    out = tmp_path / "tiny.gguf"
+    r = CliRunner().invoke(app, ["quantize", "openvla-oft-tiny", "--method", "actquant", "--bpw", "3.5", "--calib",
+                                 str(demos), "--calib-frames", "6", "--objective", "magnitude", "--out", str(out),
+                                 "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output.strip().splitlines()[-1])
+    assert abs(info["bpw"] - 3.5) <= 0.02
+    report = json.loads((tmp_path / "tiny.quant_report.json").read_text())
+    assert report["options"]["objective"] == "magnitude" and report["gguf"]["bpw"] == info["bpw"]
+    bad = CliRunner().invoke(app, ["quantize", "openvla-oft-tiny", "--method", "actquant", "--out", str(out)])
+    assert bad.exit_code != 0
