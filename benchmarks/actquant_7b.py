@@ -2,7 +2,7 @@
 weights in the real layout and random calibration frames; prints time per stage and peak GPU memory.
 
 Run on the GPU box (needs torch, transformers, numpy and the pure-Python `gguf` package; rich is
-optional):  PYTHONPATH=. python benchmarks/actquant_7b.py --frames 256 --bpw 3.0
+optional):  PYTHONPATH=. python benchmarks/actquant_7b.py --frames 256 --bpw 3.5
 The model is built in bf16 directly on the GPU; the GGUF tensors are produced lazily one at a
 time from the model's parameters (no converter, no file written), exactly as the converter would
 lay them out (q/k RoPE permutation, qkv split). `--preset openvla-oft-small` for a quick check.
@@ -79,7 +79,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="openvla-oft")
     ap.add_argument("--frames", type=int, default=256, help="calibration frames (the paper uses all frames of 60 episodes)")
-    ap.add_argument("--bpw", type=float, default=3.0)
+    ap.add_argument("--bpw", type=float, default=3.5, help="7B floor with our encoders is ~3.08 (SigLIP rows fit no K-quant)")
     ap.add_argument("--fisher-gb", type=float, default=16.0, help="cap of the float32 Fisher accumulators per pass")
     ap.add_argument("--objective", default="amf")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
