@@ -144,9 +144,11 @@ def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     render_project(work, skills, model_name=plan["model"])
-    (work / "ref").mkdir()
-    shutil.copyfile(folder / "test_vector.gguf", work / "ref" / "vector.gguf")
-    vector = (work / "ref" / "vector.gguf").resolve()
+    # inputs and outputs live under the build folder: the sandbox mounts it read-write
+    ref_dir, out_dir = (work / "build" / "vector_ref").resolve(), (work / "build" / "vector_out").resolve()
+    ref_dir.mkdir(parents=True)
+    vector = ref_dir / "vector.gguf"
+    shutil.copyfile(folder / "test_vector.gguf", vector)
     box = get_sandbox(state.get("sandbox", "auto"))
     ggml = ensure_ggml_build(state.get("backend", "cpu"), box)
     result = compile_and_run_cmake_project(
@@ -154,7 +156,7 @@ def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path
         work / "build",
         box,
         ggml,
-        run=["policy_cli", "validate", str(vector), str(vector.parent), str((work / "out").resolve())],
+        run=["policy_cli", "validate", str(vector), str(ref_dir), str(out_dir)],
         configure_args=[f"-DGGML_DIR={ggml.prefix}"],
         run_timeout_s=600,
         memory_mb=8192,
@@ -164,7 +166,7 @@ def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path
         step, res = failed
         return False, f"{step} failed: {compiler_errors(res.stdout + chr(10) + res.stderr)[-1500:]}"
     module = read_reference(vector).get("out")
-    outs = list((work / "out").glob("*.gguf"))
+    outs = list(out_dir.glob("*.gguf"))
     if len(outs) != 1:
         return False, f"the test vector produced {len(outs)} outputs"
     p = compare(read_reference(outs[0])["out"], module)
