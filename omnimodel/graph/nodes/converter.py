@@ -57,9 +57,13 @@ def converter(state: PortState) -> dict:
     method, budget = parse_quant(state.get("quant", "f32"))
     calibration = None
     if state.get("calib"):
-        from omnimodel.calib import load_calibration
+        # The paper's calibration selection over the demonstrations, tokenised and normalised
+        # exactly as this checkpoint's policy does it.
+        from actquant_plugin.calibration import from_demos
+        from omnimodel.models.tokenizer import load_tokenizer
 
-        calibration = load_calibration(state["calib"])
+        tokenizer = load_tokenizer(Path(state["checkpoint"]))
+        calibration = from_demos(state["calib"], stats, tokenizer, src.config.text_vocab, None, 0)
     if method == "actquant" or state.get("calib"):
         from omnimodel.models.checkpoint import load_model
 
