@@ -394,6 +394,25 @@ def train_cmd(
         typer.echo(f"  {'mean':<16} {100 * res.eval['success_mean']:5.1f}%")
 
 
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="latency | quant_speed | suite_speed | toolchain_build | actquant_table | actquant_7b"),
+) -> None:
+    """Run a benchmark from benchmarks/ (ratios against a baseline measured in the same run)."""
+    import runpy
+
+    from omnimodel.errors import ConfigError
+    from omnimodel.paths import REPO_ROOT
+
+    script = REPO_ROOT / "benchmarks" / f"{name.replace('-', '_')}.py"
+    if not script.is_file():
+        known = sorted(p.stem for p in (REPO_ROOT / "benchmarks").glob("*.py"))
+        raise ConfigError(f"no benchmark {name!r}: choose one of {', '.join(known)}")
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
