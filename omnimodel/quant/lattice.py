@@ -66,8 +66,24 @@ def _grid_mat(name: str, device: str) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------- search
-def _assign(lat: Lattice, xv: torch.Tensor, wv: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest grid point of each group xv [N, dim] at scale s [N]: index and gain (sum w x^2 - error)."""
+@functools.lru_cache(maxsize=16)
+def _on_grid_table(name: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grid's distinct coordinate values, and a table from per-coordinate level codes to grid index (-1: off grid)."""
+    g = grid(name, device)
+    vals = torch.unique(g)
+    lvl = torch.searchsorted(vals, g)  # [G, dim]
+    radix = len(vals) ** torch.arange(g.shape[1], device=g.device)
+    table = torch.full((len(vals) ** g.shape[1],), -1, dtype=torch.long, device=g.device)
+    table[(lvl * radix).sum(-1)] = torch.arange(g.shape[0], device=g.device)
+    return vals, table
+
+
+def _gain(lat: Lattice, xv, wv, s, idx):
+    g = grid(lat.name, str(xv.device))[idx]
+    return (wv * g * (2 * s[:, None] * xv - (s * s)[:, None] * g)).sum(-1)
+
+
+def _assign_full(lat: Lattice, xv, wv, s) -> tuple[torch.Tensor, torch.Tensor]:
     B = _grid_mat(lat.name, str(xv.device))
     G = B.shape[1]
     A = torch.cat([(2 * s)[:, None] * wv * xv, -(s * s)[:, None] * wv], dim=1)
@@ -79,6 +95,25 @@ def _assign(lat: Lattice, xv: torch.Tensor, wv: torch.Tensor, s: torch.Tensor) -
         g, i = (A[a : a + step] @ B).max(dim=1)
         idx[a : a + step], gain[a : a + step] = i, g
     return idx, gain
+
+
+def _assign(
+    lat: Lattice, xv: torch.Tensor, wv: torch.Tensor, s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nearest grid point of each group xv [N, dim] at scale s [N]: index and gain (sum w x^2 - error).
+
+    The weighted distance is separable per coordinate, so where the per-coordinate nearest levels
+    form a grid point that point is the answer; only the other groups need the full matmul search.
+    """
+    vals, table = _on_grid_table(lat.name, str(xv.device))
+    t = xv * _safe_div(torch.ones_like(s), s)[:, None]
+    lvl = torch.bucketize(t.contiguous(), (vals[1:] + vals[:-1]) * 0.5)
+    radix = len(vals) ** torch.arange(lat.dim, device=xv.device)
+    idx = table[(lvl * radix).sum(-1)]
+    off = (idx < 0).nonzero().squeeze(1)
+    if off.numel():
+        idx[off], _ = _assign_full(lat, xv[off], wv[off], s[off])
+    return idx, _gain(lat, xv, wv, s, idx)
 
 
 def _signs(lat: Lattice, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,8 +173,8 @@ def _codes_for(lat: Lattice, s, d):
     return torch.round(_safe_div(s, d[:, None] * lat.mul) - 0.5).clamp(0, 15)
 
 
-_SCALE_TRIES = (0.80, 0.87, 0.94, 1.0, 1.07, 1.15)
-_D_TRIES = (1.0, 0.96, 1.04)
+_SCALE_TRIES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+_D_TRIES = (1.0,)
 
 
 def search(lat: Lattice, x: torch.Tensor, w: torch.Tensor, fixed: SymmetricScales | None = None):
@@ -181,7 +216,10 @@ def search(lat: Lattice, x: torch.Tensor, w: torch.Tensor, fixed: SymmetricScale
             res = [d, codes, idx, tot]
             continue
         b = tot < res[3]
-        res = [torch.where(b.reshape((-1,) + (1,) * (t.dim() - 1)), n, t) for n, t in zip((d, codes, idx, tot), res)]
+        res = [
+            torch.where(b.reshape((-1,) + (1,) * (t.dim() - 1)), n, t)
+            for n, t in zip((d, codes, idx, tot), res, strict=True)
+        ]
     d, codes, idx, _ = res
     return d, codes, idx.reshape(S, -1), neg
 
@@ -244,7 +282,9 @@ def _encoder(name: str):
 
     def enc(x: torch.Tensor, w: torch.Tensor, scales) -> torch.Tensor:
         if scales is not None and scales.sub is not None and scales.sub.numel() != x.shape[0] * lat.nsub:
-            raise QuantError(f"{name} takes {lat.nsub} sub-block codes per super-block, got {tuple(scales.sub.shape)}")
+            raise QuantError(
+                f"{name} takes {lat.nsub} sub-block codes per super-block, got {tuple(scales.sub.shape)}"
+            )
         d, codes, idx, neg = search(lat, x, w, scales)
         return _pack(lat, d, codes, idx, neg)
 
