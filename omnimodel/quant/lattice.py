@@ -22,7 +22,10 @@ from omnimodel.quant.scales import SymmetricScales
 from omnimodel.quant.search import _safe_div, f16
 
 QK = 256
-_SCORE_ELEMS = 1 << 23  # bound on the [groups, grid] score matrix of one matmul (32 MiB of f32)
+_SCORE_ELEMS = 1 << 23
+# grid points searched for an off-grid group on CPU, for grids larger than 256 points (0: the whole
+# grid, one matmul; CUDA always searches the whole grid, where the matmul is cheap)
+NEIGHBOURS = 12  # bound on the [groups, grid] score matrix of one matmul (32 MiB of f32)
 
 
 @dataclass(frozen=True)
@@ -97,22 +100,54 @@ def _assign_full(lat: Lattice, xv, wv, s) -> tuple[torch.Tensor, torch.Tensor]:
     return idx, gain
 
 
+@functools.lru_cache(maxsize=16)
+def _neighbours(name: str, device: str, k: int) -> torch.Tensor:
+    """For every combination of per-coordinate levels, its k nearest grid points [levels**dim, k]."""
+    g = grid(name, device)
+    vals, table = _on_grid_table(name, device)
+    radix = len(vals) ** torch.arange(g.shape[1], device=g.device)
+    combos = vals[(torch.arange(len(table), device=g.device)[:, None] // radix) % len(vals)]
+    return torch.cdist(combos, g).topk(k, dim=1, largest=False).indices
+
+
+def _assign_near(lat: Lattice, xv, wv, s, key) -> tuple[torch.Tensor, torch.Tensor]:
+    nb = _neighbours(lat.name, str(xv.device), NEIGHBOURS)
+    gr = grid(lat.name, str(xv.device))
+    N = xv.shape[0]
+    idx = torch.empty(N, dtype=torch.long, device=xv.device)
+    gain = torch.empty(N, dtype=xv.dtype, device=xv.device)
+    step = max(1, _SCORE_ELEMS // (NEIGHBOURS * lat.dim))
+    for a in range(0, N, step):
+        cand = nb[key[a : a + step]]  # [n, K]
+        g = gr[cand]  # [n, K, dim]
+        sl = s[a : a + step, None, None]
+        sc = (wv[a : a + step, None] * g * (2 * sl * xv[a : a + step, None] - sl * sl * g)).sum(-1)
+        best, j = sc.max(dim=1)
+        idx[a : a + step], gain[a : a + step] = cand.gather(1, j[:, None]).squeeze(1), best
+    return idx, gain
+
+
 def _assign(
     lat: Lattice, xv: torch.Tensor, wv: torch.Tensor, s: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest grid point of each group xv [N, dim] at scale s [N]: index and gain (sum w x^2 - error).
 
     The weighted distance is separable per coordinate, so where the per-coordinate nearest levels
-    form a grid point that point is the answer; only the other groups need the full matmul search.
+    form a grid point that point is the answer; the other groups search the whole grid (one matmul)
+    or, on CPU for the larger grids, the NEIGHBOURS grid points nearest to their level combination.
     """
     vals, table = _on_grid_table(lat.name, str(xv.device))
     t = xv * _safe_div(torch.ones_like(s), s)[:, None]
     lvl = torch.bucketize(t.contiguous(), (vals[1:] + vals[:-1]) * 0.5)
     radix = len(vals) ** torch.arange(lat.dim, device=xv.device)
-    idx = table[(lvl * radix).sum(-1)]
+    key = (lvl * radix).sum(-1)
+    idx = table[key]
     off = (idx < 0).nonzero().squeeze(1)
     if off.numel():
-        idx[off], _ = _assign_full(lat, xv[off], wv[off], s[off])
+        if NEIGHBOURS and xv.device.type == "cpu" and len(grid(lat.name)) > 256:
+            idx[off], _ = _assign_near(lat, xv[off], wv[off], s[off], key[off])
+        else:
+            idx[off], _ = _assign_full(lat, xv[off], wv[off], s[off])
     return idx, _gain(lat, xv, wv, s, idx)
 
 
