@@ -208,7 +208,7 @@ def _codes_for(lat: Lattice, s, d):
     return torch.round(_safe_div(s, d[:, None] * lat.mul) - 0.5).clamp(0, 15)
 
 
-_SCALE_TRIES = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+_SCALE_TRIES = (0.7, 0.85, 1.0, 1.15, 1.3)
 _D_TRIES = (1.0,)
 
 
