@@ -226,6 +226,18 @@ def analyze(policy: TorchPolicy, run_dir: Path, seed: int = 0, cache: str = "aut
     }
 
 
+def module_params(analysis: dict, module: str) -> dict[str, list[int]]:
+    """Parameter shapes of `module` and its descendants from analysis.json, named relative to it."""
+    out = {}
+    for rec in analysis["modules"]:
+        name = rec["name"]
+        if name == module or name.startswith(module + "."):
+            rel = name[len(module) + 1 :] if name != module else ""
+            for p, shape in rec["params"].items():
+                out[f"{rel}.{p}" if rel else p] = shape
+    return out
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically."""
     with atomic_path(path) as tmp:

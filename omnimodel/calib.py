@@ -281,6 +281,19 @@ class FrameDataset:
         self._files.clear()
 
 
+def stat_block(x: np.ndarray) -> dict:
+    """One dataset_statistics.json block (mean, std, max, min, q01, q99 per dimension)."""
+    x = np.asarray(x, np.float64)
+    return {
+        "mean": x.mean(0).tolist(),
+        "std": x.std(0).tolist(),
+        "max": x.max(0).tolist(),
+        "min": x.min(0).tolist(),
+        "q01": np.quantile(x, 0.01, axis=0).tolist(),
+        "q99": np.quantile(x, 0.99, axis=0).tolist(),
+    }
+
+
 def dataset_statistics(episodes: list[Episode]) -> dict:
     """OpenVLA-OFT's per-dataset statistics (action on the policy convention, proprio), for dataset_statistics.json."""
     if not episodes:
@@ -288,21 +301,12 @@ def dataset_statistics(episodes: list[Episode]) -> dict:
     actions = np.concatenate([policy_actions(ep.actions) for ep in episodes]).astype(np.float64)
     proprio = np.concatenate([ep.proprio for ep in episodes]).astype(np.float64)
 
-    def stats(x: np.ndarray) -> dict:
-        return {
-            "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(),
-            "max": x.max(0).tolist(),
-            "min": x.min(0).tolist(),
-            "q01": np.quantile(x, 0.01, axis=0).tolist(),
-            "q99": np.quantile(x, 0.99, axis=0).tolist(),
-        }
 
-    action = stats(actions)
+    action = stat_block(actions)
     action["mask"] = [True] * 6 + [False]
     return {
         "action": action,
-        "proprio": stats(proprio),
+        "proprio": stat_block(proprio),
         "num_transitions": int(len(actions)),
         "num_trajectories": len(episodes),
     }

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from omnimodel.analysis import read_reference, write_json
+from omnimodel.analysis import module_params, read_reference, write_json
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,6 @@ def skill_name(slot: str, cls: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", f"{slot}_{snake}")[:60].strip("_")
 
 
-def _params(analysis: dict, module: str) -> dict[str, list[int]]:
-    out = {}
-    for rec in analysis["modules"]:
-        name = rec["name"]
-        if name == module or name.startswith(module + "."):
-            rel = name[len(module) + 1 :] if name != module else ""
-            for p, shape in rec["params"].items():
-                out[f"{rel}.{p}" if rel else p] = shape
-    return out
 
 
 def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, version: int) -> dict:
@@ -59,7 +50,7 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
     analysis = json.loads((run_dir / "analysis.json").read_text())
     slot = slot_by_skill(unit["slot"])
     module, cls = unit["name"], unit["cls"]
-    params = _params(analysis, module)
+    params = module_params(analysis, module)
     code = (run_dir / "cpp" / slot.header).read_text(encoding="utf-8")
     sig = signature(Path(plan["skills_dir"]), slot)
     name = skill_name(unit["slot"], cls)

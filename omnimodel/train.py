@@ -261,16 +261,7 @@ def load_hdf5_demos(root: str | Path) -> DemoData:
 def dataset_statistics(data: DemoData) -> dict:
     """dataset_statistics.json content (release format) under STATS_KEY: q01/q99 of per-step actions and proprio."""
 
-    def block(x: np.ndarray) -> dict:
-        x = x.astype(np.float64)
-        return {
-            "mean": x.mean(0).tolist(),
-            "std": x.std(0).tolist(),
-            "max": x.max(0).tolist(),
-            "min": x.min(0).tolist(),
-            "q01": np.quantile(x, 0.01, axis=0).tolist(),
-            "q99": np.quantile(x, 0.99, axis=0).tolist(),
-        }
+    from omnimodel.calib import stat_block as block
 
     action = block(data.actions[:, 0])  # the executed action of each frame
     action["mask"] = [True] * 6 + [False]

@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from omnimodel.analysis import write_json
+from omnimodel.analysis import module_params, write_json
 from omnimodel.graph.state import PortState
 
 SYSTEM = """You port PyTorch modules of a robot policy to GGML C++ for OmniModel.cpp.
@@ -80,15 +80,6 @@ def _feedback_task(unit: dict, diagnosis: dict, run_dir: Path) -> str:
     )
 
 
-def _module_params(analysis: dict, module: str) -> dict[str, list[int]]:
-    out = {}
-    for rec in analysis["modules"]:
-        name = rec["name"]
-        if name == module or name.startswith(module + "."):
-            rel = name[len(module) + 1 :] if name != module else ""
-            for p, shape in rec["params"].items():
-                out[f"{rel}.{p}" if rel else p] = shape
-    return out
 
 
 def agent(state: PortState) -> dict:
@@ -145,7 +136,7 @@ def agent(state: PortState) -> dict:
                 unit,
                 sig,
                 slot.gguf_prefix(unit["name"]),
-                _module_params(analysis, unit["name"]),
+                module_params(analysis, unit["name"]),
                 tools,
                 analysis,
             )
