@@ -16,15 +16,20 @@ from omnimodel.quant.formats import QK_K, check_input, get_format
 from omnimodel.quant.scales import AffineScales, SymmetricScales
 from omnimodel.quant.search import (
     Levels,
+    _recip,
     _safe_div,
     affine_block_scale,
     f16,
     symmetric_block_scale,
+    wdot,
     weighted_err,
+    wsum,
 )
 
 IQ4_VALUES = tuple(int(v) for v in gguf.quants.IQ4_NL.kvalues)
-_CHUNK_ELEMS = 1 << 22  # CPU: bounded temporaries; CUDA uses 8x larger chunks (fewer launches)
+# elements per chunk: on CPU small enough that every temporary stays in cache (and is reused by
+# the allocator instead of freshly mapped); CUDA takes large chunks (fewer launches)
+_CHUNK_ELEMS = {"cpu": 1 << 16, "cuda": 1 << 25}
 
 
 def _u8(t: torch.Tensor) -> torch.Tensor:
@@ -53,7 +58,7 @@ def _single_scale(x, w, levels: Levels, fixed_d, ntry: int, step: float):
     idx, q = levels.nearest(x * _safe_div(torch.ones_like(d), d)[:, None])
     err = weighted_err(x, w, d[:, None] * q)
     for _ in range(2):
-        d2 = f16(_safe_div((w * q * x).sum(-1), (w * q * q).sum(-1)))
+        d2 = f16(_safe_div(wdot(w, q, x), wdot(w, q, q)))
         idx2, q2 = levels.nearest(x * _safe_div(torch.ones_like(d2), d2)[:, None])
         err2 = weighted_err(x, w, d2[:, None] * q2)
         better = err2 < err
@@ -62,6 +67,11 @@ def _single_scale(x, w, levels: Levels, fixed_d, ntry: int, step: float):
 
 
 def _enc_q8_0(x, w, scales):
+    if w is None and scales is None:
+        # plain error: the absmax scale (what GGML does); the search gains nothing measurable here
+        d = f16(x.abs().amax(-1) * (1.0 / 127.0))
+        q = torch.mul(x, _recip(d)[:, None]).round_().clamp_(-127, 127).to(torch.int8).view(torch.uint8)
+        return torch.cat([_f16_bytes(d), q], dim=1)
     d, idx = _single_scale(x, w, Levels(-128, 127), None if scales is None else scales.d, 4, 0.5)
     q = (idx.to(torch.int16) - 128).to(torch.int8).view(torch.uint8)
     return torch.cat([_f16_bytes(d), q], dim=1)
@@ -82,7 +92,7 @@ def _pack_nibbles32(idx: torch.Tensor) -> torch.Tensor:
 def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScales | None, ntry, step):
     """Super-block f16 d, integer sub-block codes [S, nsub] and level indices [S, 256]."""
     S = x.shape[0]
-    xs, ws = x.reshape(S, nsub, -1), w.reshape(S, nsub, -1)
+    xs, ws = x.reshape(S, nsub, -1), None if w is None else w.reshape(S, nsub, -1)
 
     def quantize_sub(d, codes):
         e = d[:, None] * codes
@@ -106,7 +116,8 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
         codes = fixed.sub.reshape(S, nsub).to(x).round().clamp(cmin, cmax)
         idx, _, _ = quantize_sub(d, codes)
         return d, codes, idx
-    sub = symmetric_block_scale(xs.reshape(S * nsub, -1), ws.reshape(S * nsub, -1), levels, ntry, step).reshape(S, nsub)
+    sub = symmetric_block_scale(xs.reshape(S * nsub, -1), None if ws is None else ws.reshape(S * nsub, -1), levels, ntry, step)
+    sub = sub.reshape(S, nsub)
     amax, imax = sub.abs().max(-1)
     smax = sub.gather(-1, imax[:, None]).squeeze(-1)
     d = f16(smax / cmin)
@@ -114,11 +125,11 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
     codes, idx, q, err = quantize_with(d, codes)
     for _ in range(3):
         # refit each sub-block's code against the current levels, then the super-block d
-        sqx, sqq = (ws * q * xs).sum(-1), (ws * q * q).sum(-1)
+        sqx, sqq = wdot(ws, q, xs), wdot(ws, q, q)
         codes2 = torch.where(sqq > 0, torch.round(_safe_div(sqx, sqq) * _safe_div(torch.ones_like(d), d)[:, None]), codes)
         codes2 = codes2.clamp(cmin, cmax)
         y = codes2[..., None] * q
-        d2 = f16(_safe_div((ws * y * xs).sum((-1, -2)), (ws * y * y).sum((-1, -2))))
+        d2 = f16(_safe_div(wdot(ws, y, xs).sum(-1), wdot(ws, y, y).sum(-1)))
         codes2, idx2, q2, err2 = quantize_with(d2, codes2)
         better = err2 < err
         d, codes, idx, q, err = (_pick(better, a, b) for a, b in ((d2, d), (codes2, codes), (idx2, idx), (q2, q), (err2, err)))
@@ -167,7 +178,7 @@ def _enc_iq4_xs(x, w, scales):
 def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, rdelta, nstep):
     """f16 d, dmin; sub-block codes sc, m [S, nsub]; codes L [S, 256] for x ~ d*sc*L - dmin*m."""
     S = x.shape[0]
-    xs, ws = x.reshape(S, nsub, -1), w.reshape(S, nsub, -1)
+    xs, ws = x.reshape(S, nsub, -1), None if w is None else w.reshape(S, nsub, -1)
 
     def quantize_sub(d, dm, sc, m):
         e, o = d[:, None] * sc, dm[:, None] * m
@@ -192,7 +203,7 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
         m = fixed.m.reshape(S, nsub).to(x).round().clamp(0, cmax)
         L, _ = quantize_sub(d, dm, sc, m)
         return d, dm, sc, m, L
-    s, mn = affine_block_scale(xs.reshape(S * nsub, -1), ws.reshape(S * nsub, -1), nmax, rmin, rdelta, nstep)
+    s, mn = affine_block_scale(x.reshape(S * nsub, -1), None if w is None else w.reshape(S * nsub, -1), nmax, rmin, rdelta, nstep)
     s, mn = s.reshape(S, nsub), mn.reshape(S, nsub)
     d, dm = f16(s.max(-1).values / cmax), f16(mn.max(-1).values / cmax)
     sc = torch.round(s * _safe_div(torch.ones_like(d), d)[:, None]).clamp(0, cmax)
@@ -200,8 +211,8 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
     sc, m, L, err = quantize_with(d, dm, sc, m)
     for _ in range(3):
         # refit per sub-block (scale, min) for the current codes, re-round them, then refit d, dmin
-        sw, sl = ws.sum(-1), (ws * L).sum(-1)
-        sl2, sx, sxl = (ws * L * L).sum(-1), (ws * xs).sum(-1), (ws * L * xs).sum(-1)
+        sw = torch.full_like(d[:, None].expand(S, nsub), xs.shape[-1]) if ws is None else ws.sum(-1)
+        sl, sl2, sx, sxl = wsum(ws, L), wdot(ws, L, L), wsum(ws, xs), wdot(ws, L, xs)
         det = sw * sl2 - sl * sl
         s2 = _safe_div(sw * sxl - sx * sl, det)
         mn2 = -_safe_div(sl2 * sx - sl * sxl, det)
@@ -209,8 +220,8 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
         m2 = torch.where(det > 0, torch.round(mn2 * _safe_div(torch.ones_like(dm), dm)[:, None]), m).clamp(0, cmax)
         A = (sc2[..., None] * L).reshape(S, -1)
         B = m2[..., None].expand_as(xs).reshape(S, -1)
-        saa, sbb, sab = (w * A * A).sum(-1), (w * B * B).sum(-1), (w * A * B).sum(-1)
-        sxa, sxb = (w * x * A).sum(-1), (w * x * B).sum(-1)
+        saa, sbb, sab = wdot(w, A, A), wdot(w, B, B), wdot(w, A, B)
+        sxa, sxb = wdot(w, x, A), wdot(w, x, B)
         det2 = saa * sbb - sab * sab
         d2 = torch.where(det2 > 0, _safe_div(sxa * sbb - sxb * sab, det2), d)
         dm2 = torch.where(det2 > 0, _safe_div(sxa * sab - sxb * saa, det2), dm)
@@ -316,13 +327,15 @@ def encode(
         raise QuantError(f"tensor {name!r}: {fmt.name} takes {fixed_ok.__name__}, got {type(scales).__name__}")
     bs = fmt.block_size
     out = torch.empty(rows, fmt.row_bytes(cols), dtype=torch.uint8, device=w.device)
-    chunk = _CHUNK_ELEMS * (8 if w.device.type == "cuda" else 1)
+    chunk = _CHUNK_ELEMS.get(w.device.type, _CHUNK_ELEMS["cuda"])
     step = max(1, chunk // cols)
+    lattice_type = fmt.name not in _BLOCK_ENCODERS
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
         x = w[r0:r1].to(torch.float32).reshape(-1, bs)
         if importance is None:
-            wt = torch.ones_like(x)
+            # block encoders skip the importance multiplies; the lattice search takes weights
+            wt = torch.ones_like(x) if lattice_type else None
         else:
             wt = importance[r0:r1].to(device=x.device, dtype=torch.float32).reshape(-1, bs)
         blocks = enc(x, wt, _slice_scales(scales, r0, r1))

@@ -90,7 +90,7 @@ def check_input(w: torch.Tensor, fmt: QuantFormat, importance: torch.Tensor | No
             f"tensor {tensor_name!r}: row length {cols} is not a multiple of {fmt.name}'s block size "
             f"{fmt.block_size}; pick a type that fits (see omnimodel.quant.formats.fitting_type)"
         )
-    if not torch.isfinite(w).all():
+    if w.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(w))).all()):  # NaN propagates, no bool copy
         raise QuantError(f"tensor {tensor_name!r}: holds NaN or Inf values; fix the checkpoint before quantizing")
     if importance is not None:
         if tuple(importance.shape) != tuple(w.shape):

@@ -35,6 +35,13 @@ class Levels:
         idx = torch.bucketize(t.contiguous(), mid)
         return idx.to(torch.uint8), cb[idx]
 
+    def nearest_value(self, t: torch.Tensor) -> torch.Tensor:
+        """Level value nearest to each element of `t` (may reuse `t`'s storage)."""
+        if self.codebook is None:
+            return t.round_().clamp_(self.lo, self.hi)
+        cb = self.codebook.to(t.device)
+        return cb[torch.bucketize(t.contiguous(), (cb[1:] + cb[:-1]) * 0.5)]
+
     @property
     def extreme(self) -> float:
         """The level of largest magnitude (the negative end: GGML maps the block's max there)."""
@@ -44,10 +51,27 @@ class Levels:
 
 
 def _safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(b != 0, a / torch.where(b != 0, b, torch.ones_like(b)), torch.zeros_like(a))
+    nz = b != 0
+    return torch.where(nz, a / torch.where(nz, b, 1.0), 0.0)
 
 
-def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor, levels: Levels, ntry: int, step: float) -> torch.Tensor:
+def _recip(b: torch.Tensor) -> torch.Tensor:
+    """1/b where b != 0, else 0."""
+    nz = b != 0
+    return torch.where(nz, torch.where(nz, b, 1.0).reciprocal(), 0.0)
+
+
+def wdot(w: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis of w*a*b (plain a*b when w is None: no importance multiply)."""
+    return torch.linalg.vecdot(a, b if w is None else w * b)
+
+
+def wsum(w: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis of w*a (plain a when w is None)."""
+    return a.sum(-1) if w is None else torch.linalg.vecdot(w, a)
+
+
+def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor | None, levels: Levels, ntry: int, step: float) -> torch.Tensor:
     """Per-row scale s minimising sum w (x - s*q)^2 with q = nearest level of x/s.
 
     Tries the scales that send the row's largest-magnitude element near the extreme level
@@ -62,18 +86,18 @@ def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor, levels: Levels, ntry
     sign = -1.0 if ext < 0 else 1.0
     for k in range(-ntry, ntry + 1):
         target = ext + sign * step * k
-        iscale = _safe_div(torch.full_like(vmax, target), vmax)
-        _, q = levels.nearest(x * iscale[:, None])
-        sqx = (w * q * x).sum(-1)
-        sqq = (w * q * q).sum(-1)
+        iscale = _recip(vmax) * target
+        q = levels.nearest_value(x * iscale[:, None])
+        sqx = wdot(w, q, x)
+        sqq = wdot(w, q, q)
         score = _safe_div(sqx * sqx, sqq)
         better = score > best_score
         best_score = torch.where(better, score, best_score)
         best_scale = torch.where(better, _safe_div(sqx, sqq), best_scale)
     for _ in range(2):
-        _, q = levels.nearest(x * _safe_div(torch.ones_like(best_scale), best_scale)[:, None])
-        sqx = (w * q * x).sum(-1)
-        sqq = (w * q * q).sum(-1)
+        q = levels.nearest_value(x * _recip(best_scale)[:, None])
+        sqx = wdot(w, q, x)
+        sqq = wdot(w, q, q)
         score = _safe_div(sqx * sqx, sqq)
         better = score > best_score
         best_score = torch.where(better, score, best_score)
@@ -82,7 +106,7 @@ def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor, levels: Levels, ntry
 
 
 def affine_block_scale(
-    x: torch.Tensor, w: torch.Tensor, nmax: int, rmin: float, rdelta: float, nstep: int
+    x: torch.Tensor, w: torch.Tensor | None, nmax: int, rmin: float, rdelta: float, nstep: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (scale >= 0, mn >= 0) minimising sum w (x - (scale*q - mn))^2, q in 0..nmax.
 
@@ -92,21 +116,22 @@ def affine_block_scale(
     xmin = x.min(-1).values.clamp(max=0.0)
     xmax = x.max(-1).values
     rng = xmax - xmin
-    sw = w.sum(-1)
-    sx = (w * x).sum(-1)
-    sxx = (w * x * x).sum(-1)
-    inv_r = _safe_div(torch.ones_like(rng), rng)
+    sw = torch.full_like(rng, x.shape[-1]) if w is None else w.sum(-1)
+    sx = wsum(w, x)
+    sxx = wdot(w, x, x)
+    inv_r = _recip(rng)
+    x0 = x - xmin[:, None]
     best_err = torch.full_like(rng, float("inf"))
     best_s = torch.zeros_like(rng)
     best_m = -xmin
     for k in range(-1, nstep + 1):
         base = nmax if k < 0 else nmax + rmin + rdelta * k
         iscale = base * inv_r
-        q = torch.round((x - xmin[:, None]) * iscale[:, None]).clamp_(0, nmax)
-        wq = w * q
+        q = torch.mul(x0, iscale[:, None]).round_().clamp_(0, nmax)
+        wq = q if w is None else w * q
         sl = wq.sum(-1)
-        sl2 = (wq * q).sum(-1)
-        sxl = (wq * x).sum(-1)
+        sl2 = torch.linalg.vecdot(wq, q)
+        sxl = torch.linalg.vecdot(wq, x)
         det = sw * sl2 - sl * sl
         s = _safe_div(sw * sxl - sx * sl, det)
         mn = _safe_div(sl2 * sx - sl * sxl, det)  # the offset ("min", <= 0)
@@ -123,7 +148,7 @@ def affine_block_scale(
     return torch.where(flat, torch.zeros_like(best_s), best_s), torch.where(flat, -xmin, best_m)
 
 
-def weighted_err(x: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum over the last axis of w * (x - y)^2."""
+def weighted_err(x: torch.Tensor, w: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis of w * (x - y)^2 (plain squared error when w is None)."""
     d = x - y
-    return (w * d * d).sum(-1)
+    return wdot(w, d, d)
