@@ -7,6 +7,7 @@ non-uniform codebook such as IQ4_NL's).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -30,17 +31,28 @@ class Levels:
         if self.codebook is None:
             v = torch.round(t).clamp_(self.lo, self.hi)
             return (v - self.lo).to(torch.uint8), v
-        cb = self.codebook.to(t.device)
-        mid = (cb[1:] + cb[:-1]) * 0.5
-        idx = torch.bucketize(t.contiguous(), mid)
-        return idx.to(torch.uint8), cb[idx]
+        idx = self._lookup(t, values=False)
+        return idx.to(torch.uint8), self.codebook.to(t.device).index_select(0, idx.reshape(-1)).view(idx.shape)
 
     def nearest_value(self, t: torch.Tensor) -> torch.Tensor:
         """Level value nearest to each element of `t` (may reuse `t`'s storage)."""
         if self.codebook is None:
             return t.round_().clamp_(self.lo, self.hi)
-        cb = self.codebook.to(t.device)
-        return cb[torch.bucketize(t.contiguous(), (cb[1:] + cb[:-1]) * 0.5)]
+        return self._lookup(t, values=True)
+
+    def _lookup(self, t: torch.Tensor, values: bool) -> torch.Tensor:
+        """Nearest codebook index (or value) of each element; ties go to the lower level."""
+        key = (tuple(self.codebook.tolist()), str(t.device))
+        table = _half_step_table(*key)
+        if table is None:
+            cb = self.codebook.to(t.device)
+            idx = torch.bucketize(t.contiguous(), (cb[1:] + cb[:-1]) * 0.5)
+            return cb[idx] if values else idx
+        idx_lut, val_lut, u0 = table
+        # midpoints m are multiples of 1/2: #(m < t) == #(2m < ceil(2t)), one table look-up
+        u = torch.mul(t, 2.0).ceil_().nan_to_num_(nan=float(u0)).clamp_(u0, u0 + idx_lut.numel() - 1).sub_(u0)
+        u = u.to(torch.int32).reshape(-1)
+        return (val_lut if values else idx_lut).index_select(0, u).view(t.shape)
 
     @property
     def extreme(self) -> float:
@@ -48,6 +60,17 @@ class Levels:
         if self.codebook is None:
             return float(self.lo)
         return float(self.codebook[0])
+
+
+@functools.lru_cache(maxsize=8)
+def _half_step_table(codebook: tuple[float, ...], device: str) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """Tables u -> #(midpoints m with 2m < u) and its level, when every 2m is an integer; else None."""
+    mids2 = [a + b for a, b in zip(codebook[:-1], codebook[1:], strict=False)]
+    if any(m != int(m) for m in mids2):
+        return None
+    u0, u1 = int(mids2[0]), int(mids2[-1]) + 1
+    idx = torch.tensor([sum(m < u for m in mids2) for u in range(u0, u1 + 1)], dtype=torch.long, device=device)
+    return idx, torch.tensor(codebook, dtype=torch.float32, device=device)[idx], u0
 
 
 def _safe_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -80,20 +103,18 @@ def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor | None, levels: Level
     """
     amax, imax = x.abs().max(dim=-1)
     vmax = x.gather(-1, imax[:, None]).squeeze(-1)
-    best_score = torch.full_like(amax, -1.0)
-    best_scale = torch.zeros_like(amax)
     ext = levels.extreme
     sign = -1.0 if ext < 0 else 1.0
-    for k in range(-ntry, ntry + 1):
-        target = ext + sign * step * k
-        iscale = _recip(vmax) * target
-        q = levels.nearest_value(x * iscale[:, None])
-        sqx = wdot(w, q, x)
-        sqq = wdot(w, q, q)
-        score = _safe_div(sqx * sqx, sqq)
-        better = score > best_score
-        best_score = torch.where(better, score, best_score)
-        best_scale = torch.where(better, _safe_div(sqx, sqq), best_scale)
+    # all candidates at once: [K, B, n] (one op per step instead of one per candidate)
+    targets = torch.tensor([ext + sign * step * k for k in range(-ntry, ntry + 1)], dtype=x.dtype, device=x.device)
+    iscale = targets[:, None] * _recip(vmax)[None, :]
+    q = levels.nearest_value(x[None] * iscale[..., None])
+    wx = x if w is None else w * x
+    sqx = torch.linalg.vecdot(q, wx[None])
+    sqq = wdot(w, q, q)
+    score = _safe_div(sqx * sqx, sqq)
+    best_score, k = score.max(0)  # first maximum, as a sequential strict-improvement scan
+    best_scale = _safe_div(sqx, sqq).gather(0, k[None]).squeeze(0)
     for _ in range(2):
         q = levels.nearest_value(x * _recip(best_scale)[:, None])
         sqx = wdot(w, q, x)
@@ -121,29 +142,27 @@ def affine_block_scale(
     sxx = wdot(w, x, x)
     inv_r = _recip(rng)
     x0 = x - xmin[:, None]
-    best_err = torch.full_like(rng, float("inf"))
-    best_s = torch.zeros_like(rng)
-    best_m = -xmin
-    for k in range(-1, nstep + 1):
-        base = nmax if k < 0 else nmax + rmin + rdelta * k
-        iscale = base * inv_r
-        q = torch.mul(x0, iscale[:, None]).round_().clamp_(0, nmax)
-        wq = q if w is None else w * q
-        sl = wq.sum(-1)
-        sl2 = torch.linalg.vecdot(wq, q)
-        sxl = torch.linalg.vecdot(wq, x)
-        det = sw * sl2 - sl * sl
-        s = _safe_div(sw * sxl - sx * sl, det)
-        mn = _safe_div(sl2 * sx - sl * sxl, det)  # the offset ("min", <= 0)
-        pos = mn > 0
-        s = torch.where(pos, _safe_div(sxl, sl2), s)
-        mn = torch.where(pos, torch.zeros_like(mn), mn)
-        # error of x ~ s*q + mn, from the sufficient statistics
-        err = sxx + s * s * sl2 + mn * mn * sw - 2 * s * sxl - 2 * mn * sx + 2 * s * mn * sl
-        better = (err < best_err) & (det > 0)
-        best_err = torch.where(better, err, best_err)
-        best_s = torch.where(better, s, best_s)
-        best_m = torch.where(better, -mn, best_m)
+    # all candidates at once: [K, B, n]
+    bases = [float(nmax)] + [nmax + rmin + rdelta * k for k in range(nstep + 1)]
+    iscale = torch.tensor(bases, dtype=x.dtype, device=x.device)[:, None] * inv_r[None, :]
+    q = torch.mul(x0[None], iscale[..., None]).round_().clamp_(0, nmax)
+    wq = q if w is None else w * q
+    sl = wq.sum(-1)
+    sl2 = torch.linalg.vecdot(wq, q)
+    sxl = torch.linalg.vecdot(wq, x[None])
+    det = sw * sl2 - sl * sl
+    s = _safe_div(sw * sxl - sx * sl, det)
+    mn = _safe_div(sl2 * sx - sl * sxl, det)  # the offset ("min", <= 0)
+    pos = mn > 0
+    s = torch.where(pos, _safe_div(sxl, sl2), s)
+    mn = torch.where(pos, 0.0, mn)
+    # error of x ~ s*q + mn, from the sufficient statistics; first minimum over the candidates
+    err = sxx + s * s * sl2 + mn * mn * sw - 2 * s * sxl - 2 * mn * sx + 2 * s * mn * sl
+    err = torch.where(det > 0, err, float("inf"))
+    best_err, k = err.min(0)
+    found = torch.isfinite(best_err)
+    best_s = torch.where(found, s.gather(0, k[None]).squeeze(0), 0.0)
+    best_m = torch.where(found, -mn.gather(0, k[None]).squeeze(0), -xmin)
     flat = rng <= 0
     return torch.where(flat, torch.zeros_like(best_s), best_s), torch.where(flat, -xmin, best_m)
 
