@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -59,21 +58,24 @@ def zoo_path(name: str = typer.Argument(..., help="Name of a shipped checkpoint.
 @app.command("port")
 def port(
     model: str = typer.Argument("openvla-oft", help="Model family (openvla-oft)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."),
     quant: str = typer.Option("f32", "--quant", help="f32|f16|bf16|q8_0|rtn:<type>|actquant:<bpw>"),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="Calibration demonstrations (actquant)."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration demonstrations (actquant)."),
     backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
     sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto"),
-    llm: Optional[str] = typer.Option(None, "--llm", help="openai:MODEL|anthropic:MODEL|record:P:M|replay:FILE"),
-    run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Run directory (default runs/<model>-<time>)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the port in RUN_DIR."),
+    llm: str | None = typer.Option(None, "--llm", help="openai:MODEL|anthropic:MODEL|record:P:M|replay:FILE"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default runs/<model>-<time>)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the port in RUN_DIR."),
     max_iterations: int = typer.Option(3, "--max-iterations", help="Reflector iterations before giving up."),
-    unnorm_key: Optional[str] = typer.Option(None, "--unnorm-key", help="dataset_statistics.json key."),
-    skills_dir: Optional[Path] = typer.Option(None, "--skills-dir", help="Use this skills/ folder."),
+    unnorm_key: str | None = typer.Option(None, "--unnorm-key", help="dataset_statistics.json key."),
+    skills_dir: Path | None = typer.Option(None, "--skills-dir", help="Use this skills/ folder."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable events."),
     llm_max_calls: int | None = typer.Option(None, "--llm-max-calls", help="LLM budget: calls per run (default 40)."),
     llm_max_tokens: int | None = typer.Option(None, "--llm-max-tokens", help="LLM budget: tokens per run (default 2M)."),
     llm_max_seconds: float | None = typer.Option(None, "--llm-max-seconds", help="LLM budget: wall seconds (default 3600)."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Run module code shipped inside the checkpoint (read it first)."
+    ),
 ) -> None:
     """Port a PyTorch policy to a native GGML build at numerical parity."""
     from omnimodel import port as port_mod
@@ -99,6 +101,7 @@ def port(
                 if v is not None
             }
             or None,
+            trust_remote_code=trust_remote_code,
         )
     report = port_mod.run_port(opts, resume=resume is not None, json_events=as_json, console=console)
     if report["status"] != "ok":
@@ -316,12 +319,12 @@ def quantize_cmd(
     out: Path = typer.Option(..., "--out", help="GGUF file to write."),
     device: str = typer.Option("cpu", "--device", help="Where the encoders run: cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    bpw: Optional[float] = typer.Option(None, "--bpw", help="actquant: average bits per weight budget."),
-    calib: Optional[Path] = typer.Option(None, "--calib", help="actquant/imatrix: demonstrations directory."),
-    calib_frames: Optional[int] = typer.Option(None, "--calib-frames", help="Subsample this many calibration frames."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="actquant scales: none|magnitude|action_fisher|amf."),
-    allocation: Optional[str] = typer.Option(None, "--allocation", help="actquant types: hsic|uniform."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="actquant: paper|authors."),
+    bpw: float | None = typer.Option(None, "--bpw", help="actquant: average bits per weight budget."),
+    calib: Path | None = typer.Option(None, "--calib", help="actquant/imatrix: demonstrations directory."),
+    calib_frames: int | None = typer.Option(None, "--calib-frames", help="Subsample this many calibration frames."),
+    objective: str | None = typer.Option(None, "--objective", help="actquant scales: none|magnitude|action_fisher|amf."),
+    allocation: str | None = typer.Option(None, "--allocation", help="actquant types: hsic|uniform."),
+    preset: str | None = typer.Option(None, "--preset", help="actquant: paper|authors."),
 ) -> None:
     """Write the whole model as GGUF, every quantizable weight in the method's type (the rest F32)."""
     from omnimodel.ggufio.convert import convert

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ class PortOptions:
     max_iterations: int = 3
     unnorm_key: str | None = None
     skills_dir: str | None = None
+    trust_remote_code: bool = False
     llm_budget: dict | None = None
 
 
@@ -77,6 +79,10 @@ def run_port(opts: PortOptions, resume: bool = False, json_events: bool = False,
     """Drive the graph to the end; returns report.json's content."""
     console = console or Console(stderr=True)
     run_dir = Path(opts.run_dir)
+    if opts.trust_remote_code:  # the user opted in to the checkpoint's own module code
+        from omnimodel.models.custom import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
     conn = sqlite3.connect(run_dir / "state.sqlite", check_same_thread=False)
     try:
         graph = build_graph().compile(checkpointer=SqliteSaver(conn))

@@ -38,6 +38,7 @@ def env(tmp_path_factory):
     shutil.copytree(REPO_ROOT / "knowledge_base" / "ggml_api", root / "kb" / "ggml_api")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMNIMODEL_KB_DIR", str(root / "kb"))
+        mp.setenv("OMNIMODEL_TRUST_REMOTE_CODE", "1")  # the test model ships its module code
         yield root
 
 

@@ -79,3 +79,25 @@ def test_fixture_is_labelled_authored_and_answers_what_the_scripted_agent_answer
         if m["role"] == "tool"
     ]
     assert ["BUILD", "FAILED"] in kinds and ["PARITY", "FAIL"] in kinds and ["PARITY", "PASS"] in kinds
+
+
+def test_checkpoint_module_code_needs_explicit_trust(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+    import torch
+
+    from omnimodel.errors import CheckpointError
+    from omnimodel.models.custom import KEY, TRUST_ENV, install_custom_modules
+
+    (tmp_path / "custom_modules.py").write_text("import torch\nclass M(torch.nn.Module):\n    pass\n")
+    (tmp_path / "config.json").write_text(json.dumps({KEY: {"proj": {"file": "custom_modules.py", "class": "M"}}}))
+    holder = torch.nn.Module()
+    holder.proj = torch.nn.Identity()
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(CheckpointError, match="--trust-remote-code"):
+        install_custom_modules(holder, tmp_path)
+    assert isinstance(holder.proj, torch.nn.Identity)  # nothing ran
+    monkeypatch.setenv(TRUST_ENV, "1")
+    install_custom_modules(holder, tmp_path)
+    assert type(holder.proj).__name__ == "M"

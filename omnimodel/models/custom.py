@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from torch import nn
 from omnimodel.errors import CheckpointError
 
 KEY = "omnimodel_custom_modules"
+TRUST_ENV = "OMNIMODEL_TRUST_REMOTE_CODE"
+
+
+def remote_code_trusted() -> bool:
+    """Whether the user opted in to running Python code shipped inside a checkpoint."""
+    return os.environ.get(TRUST_ENV) == "1"
 
 
 def custom_specs(ckpt: Path) -> dict[str, dict]:
@@ -52,7 +59,14 @@ def load_class(ckpt: Path, spec: dict) -> type[nn.Module]:
 
 def install_custom_modules(model: nn.Module, ckpt: Path) -> None:
     """Replace the submodules that config.json declares custom (call under the device context the model was built in)."""
-    for path, spec in custom_specs(ckpt).items():
+    specs = custom_specs(ckpt)
+    if specs and not remote_code_trusted():
+        files = sorted({str(s.get("file")) for s in specs.values()})
+        raise CheckpointError(
+            f"{ckpt}: config.json declares custom module code ({', '.join(files)}); it runs only with "
+            f"--trust-remote-code (or {TRUST_ENV}=1) after you have read it"
+        )
+    for path, spec in specs.items():
         parent_name, _, attr = path.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         if not hasattr(parent, attr):
