@@ -8,6 +8,8 @@ the quantized values are chosen.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import gguf
 import torch
 
@@ -29,7 +31,15 @@ from omnimodel.quant.search import (
 IQ4_VALUES = tuple(int(v) for v in gguf.quants.IQ4_NL.kvalues)
 # elements per chunk: on CPU small enough that every temporary stays in cache (and is reused by
 # the allocator instead of freshly mapped); CUDA takes large chunks (fewer launches)
+# search effort (candidate scales, refit rounds): plain error takes the fast setting, which costs
+# well under 1% RMSE; with importance (imatrix, ActQuant weights) the thorough one
+_REFITS = {False: 1, True: 3}  # rounds of (sub-block codes, super-block scale) refit, by importance
+
+
+def _effort(w, fast, thorough):
+    return fast if w is None else thorough
 _CHUNK_ELEMS = {"cpu": 1 << 16, "cuda": 1 << 25}
+_LATTICE_CHUNK_ELEMS = {"cpu": 1 << 22, "cuda": 1 << 25}  # lattice searches bound their own temporaries
 
 
 def _u8(t: torch.Tensor) -> torch.Tensor:
@@ -79,7 +89,7 @@ def _enc_q8_0(x, w, scales):
 
 def _enc_iq4_nl(x, w, scales):
     lv = Levels(0, 15, torch.tensor(IQ4_VALUES, dtype=torch.float32))
-    d, idx = _single_scale(x, w, lv, None if scales is None else scales.d, 15, 1.0)
+    d, idx = _single_scale(x, w, lv, None if scales is None else scales.d, *_effort(w, (8, 2.0), (15, 1.0)))
     return torch.cat([_f16_bytes(d), _pack_nibbles32(idx.reshape(-1, 32))], dim=1)
 
 
@@ -123,7 +133,7 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
     d = f16(smax / cmin)
     codes = torch.round(sub * _safe_div(torch.ones_like(d), d)[:, None]).clamp(cmin, cmax)
     codes, idx, q, err = quantize_with(d, codes)
-    for _ in range(3):
+    for _ in range(_REFITS[w is not None]):
         # refit each sub-block's code against the current levels, then the super-block d
         sqx, sqq = wdot(ws, q, xs), wdot(ws, q, q)
         codes2 = torch.where(sqq > 0, torch.round(_safe_div(sqx, sqq) * _safe_div(torch.ones_like(d), d)[:, None]), codes)
@@ -137,7 +147,7 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
 
 
 def _enc_q6_k(x, w, scales):
-    d, codes, idx = _two_level_sym(x, w, 16, Levels(-32, 31), -128, 127, scales, 9, 0.1)
+    d, codes, idx = _two_level_sym(x, w, 16, Levels(-32, 31), -128, 127, scales, *_effort(w, (4, 0.2), (9, 0.1)))
     L = idx.reshape(-1, 2, 4, 32)
     ql = (L[:, :, 0:2] & 15) | ((L[:, :, 2:4] & 15) << 4)  # [S, 2, 2, 32]
     qh = (L[:, :, 0] >> 4) | ((L[:, :, 1] >> 4) << 2) | ((L[:, :, 2] >> 4) << 4) | ((L[:, :, 3] >> 4) << 6)
@@ -146,7 +156,7 @@ def _enc_q6_k(x, w, scales):
 
 
 def _enc_q3_k(x, w, scales):
-    d, codes, idx = _two_level_sym(x, w, 16, Levels(-4, 3), -32, 31, scales, 9, 0.1)
+    d, codes, idx = _two_level_sym(x, w, 16, Levels(-4, 3), -32, 31, scales, *_effort(w, (4, 0.2), (9, 0.1)))
     L = idx.reshape(-1, 8, 32)
     hmask = torch.zeros_like(L[:, 0])
     for b in range(8):
@@ -162,7 +172,7 @@ def _enc_q3_k(x, w, scales):
 
 def _enc_iq4_xs(x, w, scales):
     lv = Levels(0, 15, torch.tensor(IQ4_VALUES, dtype=torch.float32))
-    d, codes, idx = _two_level_sym(x, w, 8, lv, -32, 31, scales, 15, 1.0)
+    d, codes, idx = _two_level_sym(x, w, 8, lv, -32, 31, scales, *_effort(w, (8, 2.0), (15, 1.0)))
     lc = _u8(codes + 32)
     sl = (lc[:, 0::2] & 15) | ((lc[:, 1::2] & 15) << 4)  # [S, 4]
     h = (lc >> 4).to(torch.int32)
@@ -209,7 +219,7 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
     sc = torch.round(s * _safe_div(torch.ones_like(d), d)[:, None]).clamp(0, cmax)
     m = torch.round(mn * _safe_div(torch.ones_like(dm), dm)[:, None]).clamp(0, cmax)
     sc, m, L, err = quantize_with(d, dm, sc, m)
-    for _ in range(3):
+    for _ in range(_REFITS[w is not None]):
         # refit per sub-block (scale, min) for the current codes, re-round them, then refit d, dmin
         sw = torch.full_like(d[:, None].expand(S, nsub), xs.shape[-1]) if ws is None else ws.sum(-1)
         sl, sl2, sx, sxl = wsum(ws, L), wdot(ws, L, L), wsum(ws, xs), wdot(ws, L, xs)
@@ -244,14 +254,14 @@ def _pack_k4_scales(sc: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 def _enc_q4_k(x, w, scales):
-    d, dm, sc, m, L = _two_level_affine(x, w, 8, 15, 63, scales, -1.0, 0.1, 20)
+    d, dm, sc, m, L = _two_level_affine(x, w, 8, 15, 63, scales, -1.0, *_effort(w, (0.2, 10), (0.1, 20)))
     L = _u8(L).reshape(-1, 4, 2, 32)
     qs = L[:, :, 0] | (L[:, :, 1] << 4)
     return torch.cat([_f16_bytes(d), _f16_bytes(dm), _pack_k4_scales(sc, m), qs.reshape(-1, 128)], dim=1)
 
 
 def _enc_q5_k(x, w, scales):
-    d, dm, sc, m, L = _two_level_affine(x, w, 8, 31, 63, scales, -0.5, 0.1, 15)
+    d, dm, sc, m, L = _two_level_affine(x, w, 8, 31, 63, scales, -0.5, *_effort(w, (0.2, 8), (0.1, 15)))
     L = _u8(L).reshape(-1, 4, 2, 32)
     qs = (L[:, :, 0] & 15) | ((L[:, :, 1] & 15) << 4)
     hb = L >> 4
@@ -264,7 +274,7 @@ def _enc_q5_k(x, w, scales):
 
 
 def _enc_q2_k(x, w, scales):
-    d, dm, sc, m, L = _two_level_affine(x, w, 16, 3, 15, scales, -0.5, 0.1, 15)
+    d, dm, sc, m, L = _two_level_affine(x, w, 16, 3, 15, scales, -0.5, *_effort(w, (0.2, 8), (0.1, 15)))
     L = _u8(L).reshape(-1, 2, 4, 32)
     qs = L[:, :, 0] | (L[:, :, 1] << 2) | (L[:, :, 2] << 4) | (L[:, :, 3] << 6)
     scb = _u8(sc) | (_u8(m) << 4)
@@ -327,10 +337,12 @@ def encode(
         raise QuantError(f"tensor {name!r}: {fmt.name} takes {fixed_ok.__name__}, got {type(scales).__name__}")
     bs = fmt.block_size
     out = torch.empty(rows, fmt.row_bytes(cols), dtype=torch.uint8, device=w.device)
-    chunk = _CHUNK_ELEMS.get(w.device.type, _CHUNK_ELEMS["cuda"])
-    step = max(1, chunk // cols)
     lattice_type = fmt.name not in _BLOCK_ENCODERS
-    for r0 in range(0, rows, step):
+    cpu = w.device.type == "cpu"
+    chunk = (_LATTICE_CHUNK_ELEMS if lattice_type else _CHUNK_ELEMS).get(w.device.type, _CHUNK_ELEMS["cuda"])
+    step = max(1, chunk // cols)
+
+    def run(r0: int) -> None:
         r1 = min(rows, r0 + step)
         x = w[r0:r1].to(torch.float32).reshape(-1, bs)
         if importance is None:
@@ -340,6 +352,25 @@ def encode(
             wt = importance[r0:r1].to(device=x.device, dtype=torch.float32).reshape(-1, bs)
         blocks = enc(x, wt, _slice_scales(scales, r0, r1))
         out[r0:r1] = blocks.reshape(r1 - r0, -1)
+
+    starts = range(0, rows, step)
+    threads = torch.get_num_threads()
+    if not cpu or lattice_type or threads == 1 or len(starts) == 1:
+        for r0 in starts:
+            run(r0)
+        return out
+    # CPU block encoders: many small ops on cache-sized chunks; intra-op threads would synchronise
+    # on every op (and stall on a busy machine), so each thread encodes whole chunks single-threaded
+    def run_single(r0: int) -> None:
+        torch.set_num_threads(1)
+        run(r0)
+
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run_single, starts))
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
