@@ -110,8 +110,8 @@ def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor | None, levels: Level
     iscale = targets[:, None] * _recip(vmax)[None, :]
     q = levels.nearest_value(x[None] * iscale[..., None])
     wx = x if w is None else w * x
-    sqx = torch.linalg.vecdot(q, wx[None])
-    sqq = wdot(w, q, q)
+    sqx = torch.einsum("kbn,bn->kb", q, wx)
+    sqq = (q.square_() if w is None else q.square_().mul_(w)).sum(-1)
     score = _safe_div(sqx * sqx, sqq)
     best_score, k = score.max(0)  # first maximum, as a sequential strict-improvement scan
     best_scale = _safe_div(sqx, sqq).gather(0, k[None]).squeeze(0)
@@ -146,10 +146,11 @@ def affine_block_scale(
     bases = [float(nmax)] + [nmax + rmin + rdelta * k for k in range(nstep + 1)]
     iscale = torch.tensor(bases, dtype=x.dtype, device=x.device)[:, None] * inv_r[None, :]
     q = torch.mul(x0[None], iscale[..., None]).round_().clamp_(0, nmax)
+    # reductions without [K, B, n] temporaries: a batched matmul against x, then q*q in place
     wq = q if w is None else w * q
     sl = wq.sum(-1)
-    sl2 = torch.linalg.vecdot(wq, q)
-    sxl = torch.linalg.vecdot(wq, x[None])
+    sxl = torch.einsum("kbn,bn->kb", wq, x)
+    sl2 = (wq.mul_(q) if w is not None else q.square_()).sum(-1)
     det = sw * sl2 - sl * sl
     s = _safe_div(sw * sxl - sx * sl, det)
     mn = _safe_div(sl2 * sx - sl * sxl, det)  # the offset ("min", <= 0)
