@@ -107,7 +107,7 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
     def quantize_sub(d, codes):
         e = d[:, None] * codes
         idx, q = levels.nearest(xs * _safe_div(torch.ones_like(e), e)[..., None])
-        q = torch.where(e[..., None] != 0, q, torch.zeros_like(q))
+        q = torch.where(e[..., None] != 0, q, 0.0)
         return idx, q, weighted_err(xs, ws, e[..., None] * q)
 
     def quantize_with(d, codes):
@@ -192,9 +192,11 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
 
     def quantize_sub(d, dm, sc, m):
         e, o = d[:, None] * sc, dm[:, None] * m
-        L = torch.round((xs + o[..., None]) * _safe_div(torch.ones_like(e), e)[..., None]).clamp(0, nmax)
-        L = torch.where(e[..., None] > 0, L, torch.zeros_like(L))
-        return L, weighted_err(xs, ws, e[..., None] * L - o[..., None])
+        inv = torch.where(e > 0, _recip(e), 0.0)  # codes 0 where the sub-block scale is not positive
+        xo = xs + o[..., None]
+        L = torch.mul(xo, inv[..., None]).round_().clamp_(0, nmax)
+        r = torch.addcmul(xo, L, e[..., None], value=-1.0).square_()  # (x - (e*L - o))^2
+        return L, (r if ws is None else r.mul_(ws)).sum(-1)
 
     def quantize_with(d, dm, sc, m):
         # choose each sub-block's (scale, min) codes among the +-1 neighbours for this d, dmin
