@@ -341,6 +341,9 @@ def encode(
     out = torch.empty(rows, fmt.row_bytes(cols), dtype=torch.uint8, device=w.device)
     lattice_type = fmt.name not in _BLOCK_ENCODERS
     cpu = w.device.type == "cpu"
+    # Q8_0 without importance or fixed scales is one absmax pass: memory-bound, so one thread
+    # streams it (a thread pool or intra-op threads only add synchronisation)
+    streaming = fmt.name == "Q8_0" and importance is None and scales is None
     chunk = (_LATTICE_CHUNK_ELEMS if lattice_type else _CHUNK_ELEMS).get(w.device.type, _CHUNK_ELEMS["cuda"])
     step = max(1, chunk // cols)
 
@@ -369,6 +372,10 @@ def encode(
 
     torch.set_num_threads(1)
     try:
+        if streaming:
+            for r0 in starts:
+                run(r0)
+            return out
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(run_single, starts))
     finally:
