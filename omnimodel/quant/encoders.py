@@ -38,6 +38,8 @@ _REFITS = {False: 1, True: 3}  # rounds of (sub-block codes, super-block scale) 
 
 def _effort(w, fast, thorough):
     return fast if w is None else thorough
+_DELTA3 = torch.tensor([0.0, -1.0, 1.0])  # code polish: current, -1, +1
+_DELTA5 = torch.tensor([[0.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # (scale, min) codes
 _CHUNK_ELEMS = {"cpu": 1 << 16, "cuda": 1 << 25}
 _LATTICE_CHUNK_ELEMS = {"cpu": 1 << 22, "cuda": 1 << 25}  # lattice searches bound their own temporaries
 
@@ -111,15 +113,12 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
         return idx, q, weighted_err(xs, ws, e[..., None] * q)
 
     def quantize_with(d, codes):
-        # choose each sub-block's code among code-1, code, code+1 for this d
-        idx, q, err = quantize_sub(d, codes)
-        for delta in (-1.0, 1.0):
-            c2 = (codes + delta).clamp(cmin, cmax)
-            idx2, q2, err2 = quantize_sub(d, c2)
-            b = err2 < err
-            codes = torch.where(b, c2, codes)
-            idx, q, err = torch.where(b[..., None], idx2, idx), torch.where(b[..., None], q2, q), torch.where(b, err2, err)
-        return codes, idx, q, err.sum(-1)
+        # choose each sub-block's code among code, code-1, code+1 for this d (all three in one pass)
+        c3 = (codes[None] + _DELTA3.to(codes)[:, None, None]).clamp_(cmin, cmax)
+        idx, q, err = quantize_sub(d, c3)
+        err, k = err.min(0)  # first minimum: the current code wins ties
+        kk = k[None, ..., None].expand(1, *q.shape[1:])
+        return c3.gather(0, k[None]).squeeze(0), idx.gather(0, kk).squeeze(0), q.gather(0, kk).squeeze(0), err.sum(-1)
 
     if fixed is not None:
         d = f16(fixed.d.reshape(-1).to(x))
@@ -199,15 +198,15 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
         return L, (r if ws is None else r.mul_(ws)).sum(-1)
 
     def quantize_with(d, dm, sc, m):
-        # choose each sub-block's (scale, min) codes among the +-1 neighbours for this d, dmin
-        L, err = quantize_sub(d, dm, sc, m)
-        for ds, dmm in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-            sc2, m2 = (sc + ds).clamp(0, cmax), (m + dmm).clamp(0, cmax)
-            L2, err2 = quantize_sub(d, dm, sc2, m2)
-            b = err2 < err
-            sc, m = torch.where(b, sc2, sc), torch.where(b, m2, m)
-            L, err = torch.where(b[..., None], L2, L), torch.where(b, err2, err)
-        return sc, m, L, err.sum(-1)
+        # choose each sub-block's (scale, min) codes among themselves and their +-1 neighbours for
+        # this d, dmin (all five in one pass)
+        dd = _DELTA5.to(sc)
+        sc5 = (sc[None] + dd[:, 0, None, None]).clamp_(0, cmax)
+        m5 = (m[None] + dd[:, 1, None, None]).clamp_(0, cmax)
+        L, err = quantize_sub(d, dm, sc5, m5)
+        err, k = err.min(0)  # first minimum: the current codes win ties
+        kk = k[None, ..., None].expand(1, *L.shape[1:])
+        return sc5.gather(0, k[None]).squeeze(0), m5.gather(0, k[None]).squeeze(0), L.gather(0, kk).squeeze(0), err.sum(-1)
 
     if fixed is not None:
         d, dm = f16(fixed.d.reshape(-1).to(x)), f16(fixed.dmin.reshape(-1).to(x))
