@@ -40,7 +40,8 @@ def _effort(w, fast, thorough):
     return fast if w is None else thorough
 _DELTA3 = torch.tensor([0.0, -1.0, 1.0])  # code polish: current, -1, +1
 _DELTA5 = torch.tensor([[0.0, 0.0], [-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # (scale, min) codes
-_CHUNK_ELEMS = {"cpu": 1 << 16, "cuda": 1 << 25}
+_CHUNK_ELEMS = {"cpu": 1 << 17, "cuda": 1 << 25}
+_CPU_CHUNK_IQ4 = 1 << 16  # IQ4 searches hold 17 candidate codebook look-ups at once
 _LATTICE_CHUNK_ELEMS = {"cpu": 1 << 22, "cuda": 1 << 25}  # lattice searches bound their own temporaries
 
 
@@ -344,6 +345,8 @@ def encode(
     # streams it (a thread pool or intra-op threads only add synchronisation)
     streaming = fmt.name == "Q8_0" and importance is None and scales is None
     chunk = (_LATTICE_CHUNK_ELEMS if lattice_type else _CHUNK_ELEMS).get(w.device.type, _CHUNK_ELEMS["cuda"])
+    if cpu and fmt.name in ("IQ4_NL", "IQ4_XS"):
+        chunk = _CPU_CHUNK_IQ4
     step = max(1, chunk // cols)
 
     def run(r0: int) -> None:
