@@ -230,10 +230,9 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
         mn2 = -_safe_div(sl2 * sx - sl * sxl, det)
         sc2 = torch.where(det > 0, torch.round(s2 * _safe_div(torch.ones_like(d), d)[:, None]), sc).clamp(0, cmax)
         m2 = torch.where(det > 0, torch.round(mn2 * _safe_div(torch.ones_like(dm), dm)[:, None]), m).clamp(0, cmax)
-        A = (sc2[..., None] * L).reshape(S, -1)
-        B = m2[..., None].expand_as(xs).reshape(S, -1)
-        saa, sbb, sab = wdot(w, A, A), wdot(w, B, B), wdot(w, A, B)
-        sxa, sxb = wdot(w, x, A), wdot(w, x, B)
+        # normal equations of x ~ d*(sc*L) - dmin*m over the super-block, from the sub-block sums
+        saa, sbb, sab = (sc2 * sc2 * sl2).sum(-1), (m2 * m2 * sw).sum(-1), (sc2 * m2 * sl).sum(-1)
+        sxa, sxb = (sc2 * sxl).sum(-1), (m2 * sx).sum(-1)
         det2 = saa * sbb - sab * sab
         d2 = torch.where(det2 > 0, _safe_div(sxa * sbb - sxb * sab, det2), d)
         dm2 = torch.where(det2 > 0, _safe_div(sxa * sab - sxb * saa, det2), dm)
