@@ -107,43 +107,52 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
     S = x.shape[0]
     xs, ws = x.reshape(S, nsub, -1), None if w is None else w.reshape(S, nsub, -1)
 
-    def quantize_sub(d, codes):
+    def scaled(d, codes):
         e = d[:, None] * codes
-        idx, q = levels.nearest(xs * _safe_div(torch.ones_like(e), e)[..., None])
-        q = torch.where(e[..., None] != 0, q, 0.0)
-        return idx, q, weighted_err(xs, ws, e[..., None] * q)
+        return e, xs * _safe_div(torch.ones_like(e), e)[..., None]
+
+    def quantize_sub(d, codes):
+        # level values (indices are taken once at the end) and the error per sub-block
+        e, t = scaled(d, codes)
+        q = levels.nearest_value(t)
+        if levels.codebook is not None:  # a codebook may have no zero level
+            q = torch.where(e[..., None] != 0, q, 0.0)
+        r = torch.addcmul(xs, q, e[..., None], value=-1.0).square_()
+        return q, (r if ws is None else r.mul_(ws)).sum(-1)
+
+    def indices(d, codes):
+        return levels.nearest(scaled(d, codes)[1])[0]
 
     def quantize_with(d, codes):
         # choose each sub-block's code among code, code-1, code+1 for this d (all three in one pass)
         c3 = (codes[None] + _DELTA3.to(codes)[:, None, None]).clamp_(cmin, cmax)
-        idx, q, err = quantize_sub(d, c3)
+        q, err = quantize_sub(d, c3)
         err, k = err.min(0)  # first minimum: the current code wins ties
         kk = k[None, ..., None].expand(1, *q.shape[1:])
-        return c3.gather(0, k[None]).squeeze(0), idx.gather(0, kk).squeeze(0), q.gather(0, kk).squeeze(0), err.sum(-1)
+        return c3.gather(0, k[None]).squeeze(0), q.gather(0, kk).squeeze(0), err.sum(-1)
 
     if fixed is not None:
         d = f16(fixed.d.reshape(-1).to(x))
         codes = fixed.sub.reshape(S, nsub).to(x).round().clamp(cmin, cmax)
-        idx, _, _ = quantize_sub(d, codes)
-        return d, codes, idx
+        return d, codes, indices(d, codes)
     sub = symmetric_block_scale(xs.reshape(S * nsub, -1), None if ws is None else ws.reshape(S * nsub, -1), levels, ntry, step)
     sub = sub.reshape(S, nsub)
     amax, imax = sub.abs().max(-1)
     smax = sub.gather(-1, imax[:, None]).squeeze(-1)
     d = f16(smax / cmin)
     codes = torch.round(sub * _safe_div(torch.ones_like(d), d)[:, None]).clamp(cmin, cmax)
-    codes, idx, q, err = quantize_with(d, codes)
+    codes, q, err = quantize_with(d, codes)
     for _ in range(_REFITS[w is not None]):
         # refit each sub-block's code against the current levels, then the super-block d
         sqx, sqq = wdot(ws, q, xs), wdot(ws, q, q)
         codes2 = torch.where(sqq > 0, torch.round(_safe_div(sqx, sqq) * _safe_div(torch.ones_like(d), d)[:, None]), codes)
         codes2 = codes2.clamp(cmin, cmax)
-        y = codes2[..., None] * q
-        d2 = f16(_safe_div(wdot(ws, y, xs).sum(-1), wdot(ws, y, y).sum(-1)))
-        codes2, idx2, q2, err2 = quantize_with(d2, codes2)
+        # least-squares d for y = codes2 * q, from the sub-block sums
+        d2 = f16(_safe_div((codes2 * sqx).sum(-1), (codes2 * codes2 * sqq).sum(-1)))
+        codes2, q2, err2 = quantize_with(d2, codes2)
         better = err2 < err
-        d, codes, idx, q, err = (_pick(better, a, b) for a, b in ((d2, d), (codes2, codes), (idx2, idx), (q2, q), (err2, err)))
-    return d, codes, idx
+        d, codes, q, err = (_pick(better, a, b) for a, b in ((d2, d), (codes2, codes), (q2, q), (err2, err)))
+    return d, codes, indices(d, codes)
 
 
 def _enc_q6_k(x, w, scales):
