@@ -22,6 +22,7 @@ from omnimodel.quant.search import (
     _safe_div,
     affine_block_scale,
     f16,
+    rowsum,
     symmetric_block_scale,
     wdot,
     weighted_err,
@@ -118,7 +119,7 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
         if levels.codebook is not None:  # a codebook may have no zero level
             q = torch.where(e[..., None] != 0, q, 0.0)
         r = torch.addcmul(xs, q, e[..., None], value=-1.0).square_()
-        return q, (r if ws is None else r.mul_(ws)).sum(-1)
+        return q, rowsum(r if ws is None else r.mul_(ws))
 
     def indices(d, codes):
         return levels.nearest(scaled(d, codes)[1])[0]
@@ -205,7 +206,7 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
         xo = xs + o[..., None]
         L = torch.mul(xo, inv[..., None]).round_().clamp_(0, nmax)
         r = torch.addcmul(xo, L, e[..., None], value=-1.0).square_()  # (x - (e*L - o))^2
-        return L, (r if ws is None else r.mul_(ws)).sum(-1)
+        return L, rowsum(r if ws is None else r.mul_(ws))
 
     def quantize_with(d, dm, sc, m):
         # choose each sub-block's (scale, min) codes among themselves and their +-1 neighbours for

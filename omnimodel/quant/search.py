@@ -84,6 +84,11 @@ def _recip(b: torch.Tensor) -> torch.Tensor:
     return torch.where(nz, torch.where(nz, b, 1.0).reciprocal(), 0.0)
 
 
+def rowsum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over the last axis as a matrix-vector product (about 2x torch.sum over 16-32 wide rows)."""
+    return t @ torch.ones(t.shape[-1], dtype=t.dtype, device=t.device)
+
+
 def wdot(w: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Sum over the last axis of w*a*b (plain a*b when w is None: no importance multiply)."""
     return torch.linalg.vecdot(a, b if w is None else w * b)
@@ -91,7 +96,7 @@ def wdot(w: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tens
 
 def wsum(w: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
     """Sum over the last axis of w*a (plain a when w is None)."""
-    return a.sum(-1) if w is None else torch.linalg.vecdot(w, a)
+    return rowsum(a) if w is None else torch.linalg.vecdot(w, a)
 
 
 def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor | None, levels: Levels, ntry: int, step: float) -> torch.Tensor:
@@ -111,7 +116,7 @@ def symmetric_block_scale(x: torch.Tensor, w: torch.Tensor | None, levels: Level
     q = levels.nearest_value(x[None] * iscale[..., None])
     wx = x if w is None else w * x
     sqx = torch.einsum("kbn,bn->kb", q, wx)
-    sqq = (q.square_() if w is None else q.square_().mul_(w)).sum(-1)
+    sqq = rowsum(q.square_() if w is None else q.square_().mul_(w))
     score = _safe_div(sqx * sqx, sqq)
     best_score, k = score.max(0)  # first maximum, as a sequential strict-improvement scan
     best_scale = _safe_div(sqx, sqq).gather(0, k[None]).squeeze(0)
@@ -148,9 +153,9 @@ def affine_block_scale(
     q = torch.mul(x0[None], iscale[..., None]).round_().clamp_(0, nmax)
     # reductions without [K, B, n] temporaries: a batched matmul against x, then q*q in place
     wq = q if w is None else w * q
-    sl = wq.sum(-1)
+    sl = rowsum(wq)
     sxl = torch.einsum("kbn,bn->kb", wq, x)
-    sl2 = (wq.mul_(q) if w is not None else q.square_()).sum(-1)
+    sl2 = rowsum(wq.mul_(q) if w is not None else q.square_())
     det = sw * sl2 - sl * sl
     s = _safe_div(sw * sxl - sx * sl, det)
     mn = _safe_div(sl2 * sx - sl * sxl, det)  # the offset ("min", <= 0)
