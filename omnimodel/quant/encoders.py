@@ -142,7 +142,12 @@ def _two_level_sym(x, w, nsub, levels: Levels, cmin, cmax, fixed: SymmetricScale
     smax = sub.gather(-1, imax[:, None]).squeeze(-1)
     d = f16(smax / cmin)
     codes = torch.round(sub * _safe_div(torch.ones_like(d), d)[:, None]).clamp(cmin, cmax)
-    codes, q, err = quantize_with(d, codes)
+    if w is None:
+        # plain error: the neighbour polish runs once, after the refit
+        q, err = quantize_sub(d, codes)
+        err = err.sum(-1)
+    else:
+        codes, q, err = quantize_with(d, codes)
     for _ in range(_REFITS[w is not None]):
         # refit each sub-block's code against the current levels, then the super-block d
         sqx, sqq = wdot(ws, q, xs), wdot(ws, q, q)
@@ -230,7 +235,12 @@ def _two_level_affine(x, w, nsub, nmax, cmax, fixed: AffineScales | None, rmin, 
     d, dm = f16(s.max(-1).values / cmax), f16(mn.max(-1).values / cmax)
     sc = torch.round(s * _safe_div(torch.ones_like(d), d)[:, None]).clamp(0, cmax)
     m = torch.round(mn * _safe_div(torch.ones_like(dm), dm)[:, None]).clamp(0, cmax)
-    sc, m, L, err = quantize_with(d, dm, sc, m)
+    if w is None:
+        # plain error: the neighbour polish runs once, after the refit
+        L, err = quantize_sub(d, dm, sc, m)
+        err = err.sum(-1)
+    else:
+        sc, m, L, err = quantize_with(d, dm, sc, m)
     for _ in range(_REFITS[w is not None]):
         # refit per sub-block (scale, min) for the current codes, re-round them, then refit d, dmin
         sw = torch.full_like(d[:, None].expand(S, nsub), xs.shape[-1]) if ws is None else ws.sum(-1)
