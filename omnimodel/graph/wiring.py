@@ -75,7 +75,7 @@ def build_graph() -> StateGraph:
     g.add_edge("converter", "designer")
     g.add_conditional_edges("designer", after_designer, ["agent", "validator"])
     g.add_conditional_edges("agent", after_agent, ["validator", "reporter"])
-    g.add_conditional_edges("validator", after_validator, ["reflector", "learner"])
+    g.add_conditional_edges("validator", after_validator, ["reflector", "learner", "reporter"])
     g.add_conditional_edges("reflector", after_reflector, ["converter", "designer", "agent", "reporter"])
     g.add_edge("learner", "reporter")
     g.add_edge("reporter", END)
