@@ -42,7 +42,9 @@ def box():
 
 def _ours(client, pid: int | None = None) -> list:
     label = f"{LABEL}.pid={pid or os.getpid()}"
-    return client.containers.list(all=True, filters={"label": label})
+    # The low-level listing: the high-level one inspects each container afterwards and raises
+    # NotFound for one removed in between (the very removal these tests wait for).
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +53,7 @@ def no_container_left(request):
     if "box" in request.fixturenames:
         client = request.getfixturevalue("box").client
         left = _ours(client)
-        assert left == [], f"sandbox containers left behind: {[c.short_id for c in left]}"
+        assert left == [], f"sandbox containers left behind: {[c[:12] for c in left]}"
 
 
 def test_auto_picks_docker_and_says_why(box):
