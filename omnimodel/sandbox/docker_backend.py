@@ -198,4 +198,4 @@ def _ulimit(name: str, value: int):
 def leftover_containers(client=None) -> list[str]:
     """Ids of sandbox containers (ours, by label) that still exist, running or not."""
     client = client or docker_client()
-    return [c.id for c in client.containers.list(all=True, filters={"label": LABEL})]
+    return [c["Id"] for c in client.api.containers(all=True, filters={"label": LABEL})]  # no per-container inspect race
