@@ -7,30 +7,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from omnimodel.ggufio import names
+from omnimodel.errors import CheckpointError
 from omnimodel.graph.state import PortState
 from omnimodel.parity import compare
 from omnimodel.quant_sim import read_gguf_dequantized, rope_permute
 
 
-def _expected(key: str, value: np.ndarray, cfg) -> dict[str, np.ndarray]:
-    """What the GGUF must hold for checkpoint tensor `key` (the canonical layout of names.py)."""
-    targets = names.gguf_names(key)
-    if len(targets) == 3:  # fused qkv
-        parts = np.split(value, 3, axis=0)
-        return dict(zip(targets, parts, strict=True))
-    (target,) = targets
-    if target.startswith("blk.") and target.endswith(("attn_q.weight", "attn_k.weight")):
-        heads = cfg["heads"] if "attn_q" in target else cfg["kv_heads"]
-        return {target: rope_permute(value, heads)}
-    return {target: value}
+def _expected(key: str, value: torch.Tensor, cfg) -> dict[str, np.ndarray]:
+    """What the GGUF must hold for checkpoint tensor `key`: the converter's own canonical layout."""
+    from omnimodel.ggufio.convert import apply_transforms, default_transforms, gguf_tensors
+
+    canonical = default_transforms(cfg)
+    return {
+        name: apply_transforms(name, w.float(), canonical.get(name, []), cfg).numpy()
+        for name, w in gguf_tensors({key: value}).items()
+    }
 
 
 def diagnose_layout(run_dir: Path, module: str | None, cfg: dict, checkpoint: str) -> list[dict]:
     """Compare the GGUF's tensors of `module` (or all) with the checkpoint; name each misplaced one."""
     from omnimodel.models.checkpoint import read_state_dict
+    from omnimodel.models.openvla_oft import OpenVLAOFTConfig
 
+    config = OpenVLAOFTConfig.from_dict(cfg)
     state = read_state_dict(Path(checkpoint))
     stored = read_gguf_dequantized(run_dir / "model.gguf")
     findings = []
@@ -38,8 +39,8 @@ def diagnose_layout(run_dir: Path, module: str | None, cfg: dict, checkpoint: st
         if module and not key.startswith(module + "."):
             continue
         try:
-            expected = _expected(key, value.float().numpy(), cfg)
-        except KeyError:
+            expected = _expected(key, value, config)
+        except CheckpointError:  # a key with no GGUF name: nothing the converter wrote to compare
             continue
         for target, want in expected.items():
             got = stored.get(target)
