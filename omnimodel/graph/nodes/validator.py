@@ -154,10 +154,3 @@ def validator(state: PortState) -> dict:
     elapsed = time.perf_counter() - t0
     key = "validator" if state.get("iteration", 0) == 0 else f"validator.{state.get('iteration')}"
     return {"status": "ok" if ok else "failed", "timings": {key: elapsed}}
-
-
-def module_table(validation: dict) -> list[tuple]:
-    """(name, cosine, max_abs_err, passed) rows, for tests and logs."""
-    return [(m["name"], m.get("cosine"), m.get("max_abs_err"), m["passed"]) for m in validation.get("modules", [])]
-
-
