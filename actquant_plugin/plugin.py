@@ -223,12 +223,14 @@ class ActQuant(Quantizer):
         calib = resolve(ctx.calibration, cfg, o.calib_frames, o.seed, ctx.extra.get("stats"), ctx.extra.get("tokenizer"))
         targets = find_targets(model, tensors, cfg, check=o.check_layout)
         timings["calibration"] = time.perf_counter() - t0
+        log.info("actquant: calibration %d frames, %d targets (%.1f s)", len(calib), len(targets), timings["calibration"])
         candidates = allocate.available_candidates()
 
         # Stage 1: sensitivities and the allocation
         t0 = time.perf_counter()
         terms = self._hsic_terms(model, calib, targets, device, dtype) if o.allocation == "hsic" else {}
         timings["hsic"] = time.perf_counter() - t0
+        log.info("actquant: HSIC terms (%.1f s)", timings["hsic"])
         t0 = time.perf_counter()
         mats = self._matrices(tensors, targets, terms, candidates)
         if o.allocation == "uniform":
@@ -242,6 +244,7 @@ class ActQuant(Quantizer):
         if not alloc.feasible:
             log.warning("actquant: budget %.3f bpw is below the cheapest allowed types (%.3f)", budget, alloc.bpw)
         timings["allocate"] = time.perf_counter() - t0
+        log.info("actquant: allocation (%.1f s)", timings["allocate"])
         planned_bpw = allocate.average_bits(mats, alloc.types)
 
         # Stage 2: Fisher and scales, one Fisher group (one pass) and one tensor at a time
@@ -317,6 +320,8 @@ class ActQuant(Quantizer):
                     r.rel_weighted_error = res.err_final / max(res.norm, 1e-30)
                 fisher.pop(mn, None)
             timings["scales"] += time.perf_counter() - t0
+            log.info("actquant: Fisher group of %d modules done (fisher %.1f s, scales %.1f s so far)", len(group),
+                     timings["fisher"], timings["scales"])  # fmt: skip
             del fisher
             if device.type == "cuda":
                 torch.cuda.empty_cache()

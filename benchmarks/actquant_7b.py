@@ -74,6 +74,16 @@ def build_model(preset: str, device: torch.device):
     return model.eval(), cfg
 
 
+def _on(scales, device):
+    """Fixed block scales moved to `device` (a dataclass of tensors, or None)."""
+    import dataclasses
+
+    if scales is None:
+        return None
+    return dataclasses.replace(scales, **{f.name: getattr(scales, f.name).to(device) for f in dataclasses.fields(scales)
+                                          if isinstance(getattr(scales, f.name), torch.Tensor)})  # fmt: skip
+
+
 def main() -> None:
     """Time each stage of actquant on random weights and frames; print a table and JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,6 +94,9 @@ def main() -> None:
     ap.add_argument("--objective", default="amf")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON result here")
     args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from actquant_plugin.calibration import random_set
     from actquant_plugin.plugin import ActQuant, ActQuantOptions
@@ -103,6 +116,20 @@ def main() -> None:
     q = ActQuant(opts)
     t0 = time.perf_counter()
     plans = q.plan(tensors, QuantContext(config=cfg, model=model, calibration=calib, budget_bpw=args.bpw))
+    plan_s = time.perf_counter() - t0
+    logging.info("plan done in %.1f s; encoding %d tensors", plan_s, len(plans))
+    from omnimodel.quant.encoders import encode
+
+    t1 = time.perf_counter()
+    n_bytes = 0
+    for name, p in plans.items():  # the bytes the converter would write, on the same device
+        if p.ggml_type in ("F32", "F16", "BF16"):
+            continue
+        imp = p.importance.to(device) if p.importance is not None else None
+        n_bytes += encode(tensors[name].float(), p.ggml_type, importance=imp, scales=_on(p.scales, device), name=name).numel()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    encode_s = time.perf_counter() - t1
     total = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
     rep = q.report
@@ -119,12 +146,13 @@ def main() -> None:
         "types": types,
         "model_build_s": t_build,
         "model_gb": model_gb,
-        "timings_s": rep.timings,
+        "timings_s": rep.timings | {"encode": encode_s},
+        "encoded_bytes": n_bytes,
         "total_s": total,
         "peak_gpu_gb": peak,
     }
     print(f"{'stage':<14}{'seconds':>10}")
-    for k, v in rep.timings.items():
+    for k, v in (rep.timings | {"encode": encode_s}).items():
         print(f"{k:<14}{v:>10.1f}")
     print(f"{'total':<14}{total:>10.1f}")
     print(f"peak GPU memory {peak:.1f} GB (model {model_gb:.1f} GB), planned {rep.planned_bpw:.3f} bpw, types {types}")

@@ -291,16 +291,23 @@ def eval_cmd(
     offline_frames: int = typer.Option(256, "--offline-frames", help="Frames sampled for the offline L1."),
     tasks_from: str = typer.Option("", "--tasks", help="Your own tasks: package.module:function -> list[EvalTask]."),
     plot: Path | None = typer.Option(None, "--plot", help="PNG of success vs bits per weight (several targets)."),
+    workers: int = typer.Option(1, "--workers", help="Closed-loop processes, one compute thread each (0: one per core)."),
 ) -> None:
     """Closed-loop success per suite (and offline action L1) of PyTorch checkpoints or native runs."""
+    import functools
+    import os
+
     from omnimodel import eval as ev
 
     names = [s for s in suites.split(",") if s] or None
-    tasks = ev.load_tasks(tasks_from) if tasks_from else ev.suite_eval_tasks(names)
+    tasks = ev.make_tasks(tasks_from, names)
+    tasks_factory = functools.partial(ev.make_tasks, tasks_from, names)
+    workers = workers if workers > 0 else (os.cpu_count() or 1)
     results = []
     for target in targets:
         policy, backend, bpw = ev.load_target(target)
-        res = ev.evaluate_target(target, policy, backend, bpw, tasks, episodes_per_task, seed, demos, offline_frames)
+        res = ev.evaluate_target(target, policy, backend, bpw, tasks, episodes_per_task, seed, demos, offline_frames,
+                                 workers=workers, tasks_factory=tasks_factory)  # fmt: skip
         results.append(res)
         table = "  ".join(f"{k} {100 * v:.1f}%" for k, v in res["success_per_suite"].items())
         console.print(f"{target} [{backend}]: {table}  mean {100 * res['success_mean']:.1f}%")
@@ -374,6 +381,8 @@ def train_cmd(
     ce_weight: float = typer.Option(0.2, "--ce-weight", help="Weight of the action-token cross-entropy."),
     time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds of optimisation; >0 cuts --steps to fit."),
     suites: str = typer.Option("libero_spatial,libero_object,libero_goal,libero_10", "--suites", help="Comma list."),
+    init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's weights (same preset)."),
+    mixed_batches: bool = typer.Option(True, "--mixed-batches/--bucketed-batches", help="Mix tasks in a batch (padded prompts)."),
 ) -> None:
     """Train the tiny OpenVLA-OFT on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
     import shlex
@@ -384,7 +393,7 @@ def train_cmd(
     cfg = train_mod.TrainConfig(
         steps=steps, batch=batch, lr=lr, device=device, episodes_per_task=episodes_per_task, seed=seed,
         eval_episodes=eval_episodes, demos=str(demos) if demos else None, workers=workers, ce_weight=ce_weight,
-        time_budget=time_budget, suites=tuple(x.strip() for x in suites.split(",") if x.strip()),
+        time_budget=time_budget, init=str(init) if init else None, mixed_batches=mixed_batches, suites=tuple(x.strip() for x in suites.split(",") if x.strip()),
     )  # fmt: skip
     command = "omnimodel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     res = train_mod.train(cfg, out, command=command)

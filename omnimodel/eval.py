@@ -9,6 +9,7 @@ keys; users plug their own in through `EvalTask` (and the CLI's `--tasks MODULE:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -188,6 +189,89 @@ def evaluate_closed_loop(
     )
 
 
+# ---------------------------------------------------------------- parallel closed loop
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(policy_factory: Callable[[], Policy], tasks_factory: Callable[[], list[EvalTask]]) -> None:
+    _WORKER["policy"] = policy_factory()
+    _WORKER["tasks"] = tasks_factory()
+
+
+def _worker_episode(job: tuple[int, int, int, bool]) -> tuple[int, int, int, bool, int]:
+    ti, ep, env_seed, postprocess = job
+    ok, n = run_episode(_WORKER["policy"], _WORKER["tasks"][ti], env_seed, postprocess)
+    return ti, ep, env_seed, ok, n
+
+
+def evaluate_closed_loop_parallel(
+    policy_factory: Callable[[], Policy],
+    tasks_factory: Callable[[], list[EvalTask]],
+    episodes_per_task: int,
+    seed: int = 0,
+    workers: int = 2,
+    postprocess: bool = True,
+    show_progress: bool = True,
+) -> ClosedLoopResult:
+    """`evaluate_closed_loop` over `workers` processes, each with its own policy (factories must pickle).
+
+    Episodes, seeds and the result are the same as the serial run's: every episode is seeded by
+    (seed, suite, task index, episode) alone, so only the order of execution changes.
+    """
+    import multiprocessing as mp
+
+    if episodes_per_task < 1:
+        raise ConfigError("--episodes-per-task must be at least 1")
+    start = time.perf_counter()
+    tasks = tasks_factory()
+    jobs, task_index = [], {}
+    for ti, task in enumerate(tasks):
+        idx = task_index[task.suite] = task_index.get(task.suite, -1) + 1
+        for ep in range(episodes_per_task):
+            jobs.append((ti, ep, episode_seed(seed, task.suite, idx, ep), postprocess))
+    jobs.sort(key=lambda j: -tasks[j[0]].max_steps)  # long tasks first: better load balance
+    results = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+               TimeElapsedColumn())  # fmt: skip
+    ctx = mp.get_context("spawn")
+    with Progress(*columns, disable=not show_progress, transient=True) as bar, ctx.Pool(
+        workers, initializer=_worker_init, initargs=(policy_factory, tasks_factory)
+    ) as pool:
+        tid = bar.add_task(f"closed-loop eval ({workers} workers)", total=len(jobs), rate="")
+        for ti, ep, env_seed, ok, n in pool.imap_unordered(_worker_episode, jobs, chunksize=1):
+            results[(ti, ep)] = (env_seed, ok, n)
+            done = [r[1] for r in results.values()]
+            bar.update(tid, advance=1, rate=f"success {np.mean(done):.0%}")
+    per_task: dict[str, list[bool]] = {}
+    per_suite: dict[str, list[bool]] = {}
+    rows, steps = [], []
+    for ti, task in enumerate(tasks):  # the serial run's order
+        for ep in range(episodes_per_task):
+            env_seed, ok, n = results[(ti, ep)]
+            per_task.setdefault(f"{task.suite}/{task.name}", []).append(ok)
+            per_suite.setdefault(task.suite, []).append(ok)
+            rows.append({"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n})
+            steps.append(n)
+    return ClosedLoopResult(
+        {k: float(np.mean(v)) for k, v in per_suite.items()},
+        {k: float(np.mean(v)) for k, v in per_task.items()},
+        len(rows),
+        float(np.mean(steps)),
+        time.perf_counter() - start,
+        rows,
+    )
+
+
+def make_tasks(tasks_from: str = "", suites: list[str] | None = None) -> list[EvalTask]:
+    """The eval tasks of the CLI: user tasks from 'module:function', else our suites (picklable entry point)."""
+    return load_tasks(tasks_from) if tasks_from else suite_eval_tasks(suites)
+
+
+def worker_policy(path: str, threads: int = 1) -> Policy:
+    """Load a target inside an eval worker with `threads` compute threads (picklable entry point)."""
+    return load_target(path, threads=threads)[0]
+
+
 def offline_l1(policy: Policy, demos, max_frames: int | None = 256, seed: int = 0) -> dict[str, Any]:
     """Mean |predicted - ground-truth| over action chunks of held-out demos (policy convention, un-normalised)."""
     from omnimodel.calib import FrameDataset, read_demos, subsample_frames
@@ -237,13 +321,20 @@ def _bits_per_weight(path: Path, kind: str, policy: Any) -> float | None:
     return None
 
 
-def load_target(path: str | Path) -> tuple[Policy, str, float | None]:
-    """Load a checkpoint (PyTorch) or a run directory (native runtime): (policy, backend, bits per weight)."""
+def load_target(path: str | Path, threads: int = 0) -> tuple[Policy, str, float | None]:
+    """Load a checkpoint (PyTorch) or a run directory (native runtime): (policy, backend, bits per weight).
+
+    `threads` > 0 sets the compute threads (torch intra-op threads, or the native n_threads).
+    """
     p = Path(path)
     kind = detect_target(p)
     if kind == "checkpoint":
         from omnimodel import models
 
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         policy = models.load(p)
         backend = "pytorch"
     else:
@@ -253,7 +344,7 @@ def load_target(path: str | Path) -> tuple[Policy, str, float | None]:
             raise NotImplementedYet(
                 f"the native runtime (omnimodel.runtime) is not available to load {p}"
             ) from exc
-        policy = runtime.load(p)
+        policy = runtime.load(p, n_threads=threads) if threads > 0 else runtime.load(p)
         backend = getattr(policy, "backend", "native")
     return policy, str(backend), _bits_per_weight(p, kind, policy)
 
@@ -269,9 +360,20 @@ def evaluate_target(
     demos: str | Path | None = None,
     offline_frames: int | None = 256,
     show_progress: bool = True,
+    workers: int = 1,
+    tasks_factory: Callable[[], list[EvalTask]] | None = None,
 ) -> dict[str, Any]:
-    """Closed loop (and offline L1 when `demos` is given) for one policy, as the eval.json dict."""
-    closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, show_progress=show_progress)
+    """Closed loop (and offline L1 when `demos` is given) for one policy, as the eval.json dict.
+
+    With `workers` > 1 the closed loop runs in that many processes, each loading `target` again
+    (with one compute thread) and building its tasks with `tasks_factory`.
+    """
+    if workers > 1 and target is not None and tasks_factory is not None:
+        factory = functools.partial(worker_policy, str(target), 1)
+        closed = evaluate_closed_loop_parallel(factory, tasks_factory, episodes_per_task, seed, workers,
+                                               show_progress=show_progress)  # fmt: skip
+    else:
+        closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, show_progress=show_progress)
     result: dict[str, Any] = {
         "target": str(target) if target is not None else None,
         "backend": backend,

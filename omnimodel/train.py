@@ -37,6 +37,8 @@ from omnimodel.models.openvla_oft import (
     DINO_STD,
     SIGLIP_MEAN,
     SIGLIP_STD,
+    STOP_INDEX,
+    ForwardOutput,
     OpenVLAOFT,
     OpenVLAOFTConfig,
 )
@@ -78,6 +80,8 @@ class TrainConfig:
     demos: str | None = None  # LIBERO-style HDF5 folder instead of on-the-fly expert data
     eval_episodes: int = 0
     time_budget: float = 0.0  # seconds of optimisation; >0 shortens the schedule after a timing probe
+    init: str | None = None  # start from this checkpoint's weights instead of a random init
+    mixed_batches: bool = True  # mix tasks (prompt lengths) in a batch through padding + a key mask
     extra: dict = field(default_factory=dict)
 
 
@@ -366,6 +370,54 @@ def batch_pixels(
     return torch.cat(chans, dim=1)
 
 
+def task_prompt_table(prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each task's prompt ids right-padded with `pad_id` into one (n_tasks, max_len) tensor, and the lengths."""
+    longest = max(len(p) for p in prompt_ids)
+    table = torch.full((len(prompt_ids), longest), pad_id, dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        table[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+    lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+    return table.to(device), lengths.to(device)
+
+
+def padded_forward(
+    model: OpenVLAOFT, pixel_values: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, proprio: torch.Tensor
+) -> ForwardOutput:
+    """OpenVLAOFT.forward for a batch whose prompts differ in length (training only).
+
+    Each sample's sequence is laid out exactly as in the unpadded forward (BOS, patches, proprio,
+    prompt, zeroed placeholders, stop) and right-padded; pad keys are masked out of the
+    bidirectional attention and positions start at 0 for every sample, so each sample's real rows
+    equal its own unpadded forward. `ids` is (B, L) right-padded, `lengths` (B,) the real lengths.
+    """
+    cfg = model.cfg
+    n_act = cfg.n_action_tokens
+    b, longest = ids.shape
+    total = longest + n_act + 1
+    pos = torch.arange(total, device=ids.device)
+    rel = pos[None, :] - lengths[:, None]  # 0 at the first placeholder
+    seq = torch.cat([ids, torch.full((b, n_act + 1), int(cfg.pad_token_id), dtype=ids.dtype, device=ids.device)], 1)
+    seq = torch.where((rel >= 0) & (rel < n_act), torch.ones_like(seq), seq)
+    seq = torch.where(rel == n_act, torch.full_like(seq, STOP_INDEX), seq)
+    valid = rel <= n_act
+    emb = model.language_model.get_input_embeddings()(seq)
+    keep = ((rel < 0) | (rel == n_act)).to(emb.dtype)
+    emb = emb * keep[:, :, None]
+    patches = model.projector(model.vision_backbone(pixel_values.to(emb.dtype)))
+    proprio_tok = model.proprio_projector(proprio.to(emb.dtype)).unsqueeze(1)
+    x = torch.cat([emb[:, :1], patches, proprio_tok, emb[:, 1:]], dim=1)
+    n_mid = patches.shape[1] + 1
+    valid = torch.cat([valid[:, :1], torch.ones(b, n_mid, dtype=torch.bool, device=ids.device), valid[:, 1:]], 1)
+    length = x.shape[1]
+    mask = torch.zeros(b, 1, 1, length, dtype=x.dtype, device=x.device)
+    mask = mask.masked_fill(~valid[:, None, None, :], torch.finfo(x.dtype).min).expand(b, 1, length, length)
+    hidden = model.language_model.model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+    start = cfg.n_patch_tokens + lengths - 1  # one before each sample's first placeholder
+    rows_idx = start[:, None] + torch.arange(n_act, device=ids.device)[None, :]
+    rows = torch.gather(hidden, 1, rows_idx[:, :, None].expand(-1, -1, hidden.shape[-1]))
+    return ForwardOutput(model.action_head(rows), rows, model.language_model.lm_head(rows))
+
+
 # ---------------------------------------------------------------- training
 @dataclass
 class TrainResult:
@@ -432,6 +484,15 @@ def train(
     mcfg = model_cfg or preset(cfg.preset)
     model = OpenVLAOFT(mcfg)
     init_weights(model, cfg.seed)
+    if cfg.init:
+        from omnimodel.models.checkpoint import load_model
+
+        start = load_model(Path(cfg.init))
+        try:
+            model.load_state_dict(start.state_dict())
+        except RuntimeError as exc:
+            raise ConfigError(f"--init {cfg.init}: weights do not fit preset {cfg.preset} ({str(exc).splitlines()[0]}); pass a checkpoint of that preset") from None
+        log.info("initialised from %s", cfg.init)
     model.to(device).train()
     tok = build_char_tokenizer(mcfg.text_vocab)
     prompt_ids = [build_prompt_ids(tok, ins) for ins in data.instructions]
@@ -453,6 +514,8 @@ def train(
     ids_t = [torch.tensor(p, dtype=torch.long, device=device) for p in prompt_ids]
     task_t = torch.from_numpy(data.task)
     buckets = _Buckets(data.task, prompt_ids, cfg.seed)
+    task_ids, task_len = task_prompt_table(prompt_ids, mcfg.pad_token_id, device)
+    frame_rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
     decay, no_decay = [], []
@@ -471,6 +534,14 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     planned_steps = cfg.steps
 
+    task_d = torch.from_numpy(data.task).to(device)
+
+    def forward(px: torch.Tensor, ids: torch.Tensor | None, idx_d: torch.Tensor) -> ForwardOutput:
+        if ids is None:
+            t = task_d[idx_d]
+            return padded_forward(model, px, task_ids[t], task_len[t], proprio_t[idx_d])
+        return model(px, ids, proprio_t[idx_d], with_logits=True)
+
     log_rows: list[dict] = []
     acc: dict[str, Any] = {"loss": 0.0, "l1": 0.0, "ce": 0.0, "tok_acc": 0.0}
     n_acc = 0
@@ -486,26 +557,32 @@ def train(
         tid = bar.add_task("train", total=cfg.steps, info="")
         t_probe = time.perf_counter()
         for step in range(cfg.steps):
-            idx_np = buckets.sample(cfg.batch)
+            if cfg.mixed_batches:  # any frames, any tasks: prompts padded, pad keys masked
+                idx_np = np.sort(frame_rng.choice(len(data), size=cfg.batch, replace=len(data) < cfg.batch))
+            else:  # one prompt length per batch
+                idx_np = buckets.sample(cfg.batch)
             idx = torch.from_numpy(idx_np)
             idx_d = idx.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else idx
             imgs = (
                 images_t[idx_d] if images_t.device == device else images_t[idx].to(device, non_blocking=True)
             )
             px = batch_pixels(imgs, gen, cfg.augment, cfg.hue)
-            ids = ids_t[int(task_t[idx[0]])].unsqueeze(0).expand(cfg.batch, -1)
+            if cfg.mixed_batches:
+                ids = None
+            else:
+                ids = ids_t[int(task_t[idx[0]])].unsqueeze(0).expand(cfg.batch, -1)
             lr = _lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
             try:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = model(px, ids, proprio_t[idx_d], with_logits=True)
+                    out = forward(px, ids, idx_d)
             except RuntimeError as exc:  # bf16 autocast unsupported by some op: fall back to fp32 (TF32)
                 if not use_amp or step > 0:
                     raise
                 log.warning("bf16 autocast failed (%s); training in fp32", str(exc).splitlines()[0])
                 use_amp = False
-                out = model(px, ids, proprio_t[idx_d], with_logits=True)
+                out = forward(px, ids, idx_d)
             l1 = (out.actions.float() - norm_t[idx_d]).abs().mean()
             logits = out.action_logits.float()
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[idx_d].reshape(-1))

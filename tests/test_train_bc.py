@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from omnimodel.errors import ConfigError
 from omnimodel.models import preprocess
 from omnimodel.models.openvla_oft import OpenVLAOFTConfig, TowerConfig
 from omnimodel.suite import suite_tasks
@@ -154,3 +155,47 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_padded_forward_equals_each_samples_own_forward():
+    """Mixed-task batches: right-padded prompts with masked pad keys give every sample its unpadded result."""
+    from omnimodel.models.openvla_oft import OpenVLAOFT, init_weights
+    from omnimodel.models.tokenizer import build_char_tokenizer, build_prompt_ids
+    from omnimodel.train import padded_forward, task_prompt_table
+
+    cfg = micro_config()
+    model = OpenVLAOFT(cfg).eval()
+    init_weights(model, 3)
+    tok = build_char_tokenizer(cfg.text_vocab)
+    prompts = [build_prompt_ids(tok, s) for s in ("pick up the cube in the front", "put the bowl on the plate", "go")]
+    table, lengths = task_prompt_table(prompts, cfg.pad_token_id, torch.device("cpu"))
+    assert len(set(lengths.tolist())) == 3
+    g = torch.Generator().manual_seed(0)
+    px = torch.randn(3, 6 * cfg.num_images, 224, 224, generator=g)
+    proprio = torch.randn(3, cfg.proprio_dim, generator=g)
+    with torch.no_grad():
+        out = padded_forward(model, px, table, lengths, proprio)
+        for i, ids in enumerate(prompts):
+            ref = model(px[i : i + 1], torch.tensor([ids]), proprio[i : i + 1], with_logits=True)
+            torch.testing.assert_close(out.actions[i], ref.actions[0], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out.action_logits[i], ref.action_logits[0], atol=1e-4, rtol=1e-4)
+        # a batch of one at its own length (no padding at all) gives the same rows
+        short = padded_forward(model, px[2:], table[2:, : lengths[2]], lengths[2:], proprio[2:])
+        torch.testing.assert_close(short.actions[0], out.actions[2], atol=1e-5, rtol=1e-4)
+
+
+def test_init_from_checkpoint_and_mixed_batches(tmp_path, episode):
+    """--init loads a checkpoint's weights (training starts from its loss); a wrong preset is a clear error."""
+    task, ep = episode
+    keep = np.arange(0, len(ep["actions"]), 6)[:6]
+    data = DemoData(ep["images"][keep], ep["proprio"][keep], ep["actions"][keep], np.zeros(len(keep), np.int64),
+                    [task.instruction], [task.suite], 1)  # fmt: skip
+    cfg = TrainConfig(steps=12, batch=3, lr=2e-3, warmup=2, log_every=4, device="cpu", ema=0.0, augment=False)
+    first = train(cfg, tmp_path / "a", data=data, model_cfg=micro_config(), show_progress=False)
+    cfg2 = TrainConfig(steps=4, batch=3, lr=1e-6, warmup=1, log_every=4, device="cpu", ema=0.0, augment=False,
+                       init=str(tmp_path / "a"))  # fmt: skip
+    second = train(cfg2, tmp_path / "b", data=data, model_cfg=micro_config(), show_progress=False)
+    assert second.log[0]["loss"] < 0.8 * first.log[0]["loss"]
+    bad = TrainConfig(steps=1, batch=3, device="cpu", init=str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="--init"):
+        train(bad, tmp_path / "c", data=data, show_progress=False)  # default preset: other shapes
