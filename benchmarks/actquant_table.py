@@ -14,8 +14,10 @@ WORK/table.json and WORK/table.md; rows already in table.json are reused (resume
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -27,13 +29,25 @@ log = logging.getLogger("actquant_table")
 BUDGETS = (4.0, 3.5, 3.0, 2.5, 2.0)
 
 
+# The single GGML type whose bits per weight is nearest each budget (what a uniform baseline can reach).
+BUDGET_TYPES = {4.0: "iq4_xs", 3.5: "q3_k", 3.0: "iq3_xxs", 2.5: "iq2_s", 2.0: "iq2_xxs"}
+LLAMA_MIXES = ("q4_k_m", "q3_k_m", "q2_k")
+
+
+def budget_type(b: float) -> str:
+    """BUDGET_TYPES entry of the nearest listed budget."""
+    return BUDGET_TYPES[min(BUDGET_TYPES, key=lambda k: abs(k - b))]
+
+
 def table1_rows(budgets: tuple[float, ...], calib_frames: int | None) -> list[tuple[str, str, dict]]:
-    """(row name, method spec, extra options) of Table 1."""
+    """(row name, method spec, extra options) of Table 1: fp16, then per budget rtn / imatrix at the nearest
+    single type, llama.cpp's mixes (fixed recipes, their own bpw), and actquant at the budget."""
     rows = [("fp16", "f16", {})]
-    rows += [(f"rtn {t}", f"rtn:{t}", {}) for t in ("q4_k", "q3_k", "q2_k")]
-    rows += [(f"llama {m}", m, {}) for m in ("q4_k_m", "q3_k_m", "q2_k")]
-    rows += [(f"imatrix {m}", f"imatrix:{m}", {}) for m in ("q4_k_m", "q3_k_m", "q2_k")]
-    rows += [(f"actquant {b}", "actquant", {"bpw": b}) for b in budgets]
+    rows += [(f"llama {m}", m, {}) for m in LLAMA_MIXES]
+    for b in budgets:
+        t = budget_type(b)
+        rows += [(f"rtn {t} @{b}", f"rtn:{t}", {}), (f"imatrix {t} @{b}", f"imatrix:{t}", {}),
+                 (f"actquant {b}", "actquant", {"bpw": b})]  # fmt: skip
     return rows
 
 
@@ -85,19 +99,28 @@ def quantize_row(ckpt: Path, spec: str, opts: dict, run: Path, demos: Path, cali
     return {"bpw": res.convert.bpw, "bytes": res.convert.bytes, "report": str(res.report_path) if res.report_path else None}
 
 
-def load_policy_for(run: Path, ckpt: Path, runtime: str, build: Path | None):
-    """The native policy of run/model.gguf, or the PyTorch simulation of the same GGUF."""
+def prepare_run(run: Path, ckpt: Path, runtime: str, build: Path | None) -> None:
+    """Point run/ at the shared native build and the checkpoint (its tokenizer)."""
     if runtime == "native":
-        from omnimodel import runtime as rt
-
         link = run / "build"
         if not link.exists():
             link.symlink_to(build.resolve())
         (run / "port.json").write_text(json.dumps({"checkpoint": str(ckpt)}))
-        return rt.load(run, checkpoint=ckpt)
+
+
+def load_policy_for(run: Path, ckpt: Path, runtime: str, threads: int = 0):
+    """The native policy of run/model.gguf, or the PyTorch simulation of the same GGUF (picklable entry point)."""
+    if runtime == "native":
+        from omnimodel import runtime as rt
+
+        return rt.load(run, checkpoint=ckpt, **({"n_threads": threads} if threads else {}))
+    import torch
+
     from omnimodel.models.policy import load_policy
     from omnimodel.quant_sim import simulate
 
+    if threads:
+        torch.set_num_threads(threads)
     policy = load_policy(ckpt)
     simulate(policy.model, run / "model.gguf")
     return policy
@@ -128,11 +151,12 @@ def main() -> None:
     ap.add_argument("--runtime", choices=("native", "sim"), default="native")
     ap.add_argument("--build", type=Path, default=None, help="an existing native build directory")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="eval processes (one thread each)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from omnimodel.atomic import atomic_path
-    from omnimodel.eval import evaluate_closed_loop, suite_eval_tasks
+    from omnimodel.eval import evaluate_closed_loop, evaluate_closed_loop_parallel, suite_eval_tasks
 
     args.work.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s] or None
@@ -156,10 +180,16 @@ def main() -> None:
         t0 = time.perf_counter()
         q = quantize_row(args.checkpoint, spec, opts, run, demos, args.calib_frames)
         t_quant = time.perf_counter() - t0
-        policy = load_policy_for(run, args.checkpoint, args.runtime, build)
-        res = evaluate_closed_loop(policy, tasks, args.episodes_per_task, args.seed)
-        if hasattr(policy, "close"):
-            policy.close()
+        prepare_run(run, args.checkpoint, args.runtime, build)
+        if args.workers > 1:
+            factory = functools.partial(load_policy_for, run, args.checkpoint, args.runtime, 1)
+            res = evaluate_closed_loop_parallel(factory, functools.partial(suite_eval_tasks, suites),
+                                                args.episodes_per_task, args.seed, args.workers)  # fmt: skip
+        else:
+            policy = load_policy_for(run, args.checkpoint, args.runtime)
+            res = evaluate_closed_loop(policy, tasks, args.episodes_per_task, args.seed)
+            if hasattr(policy, "close"):
+                policy.close()
         row = {"table": table, "name": name, "spec": spec, "options": opts, "bpw": q["bpw"], "bytes": q["bytes"],
                "report": q["report"], "quantize_s": t_quant, "eval_s": res.seconds,
                "success_per_suite": res.success_per_suite,

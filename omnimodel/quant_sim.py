@@ -138,7 +138,7 @@ def simulate(model: OpenVLAOFT, gguf_path: Path, emulate_activations: bool = Tru
             t = targets[0]
             if t.startswith("blk.") and t.endswith(("attn_q.weight", "attn_k.weight")):
                 arr = rope_unpermute(arr, cfg.heads if "attn_q" in t else cfg.kv_heads)
-        new_state[key] = torch.from_numpy(np.ascontiguousarray(arr.reshape(value.shape))).to(value.dtype)
+        new_state[key] = torch.from_numpy(np.array(arr.reshape(value.shape))).to(value.dtype)
     model.load_state_dict(new_state, strict=False)
     if emulate_activations:
         emulate_activation_rounding(model, gguf_types(gguf_path))
