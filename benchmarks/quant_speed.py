@@ -65,14 +65,16 @@ def speed_table(lib, types, shapes, threads, device) -> None:
 
 
 def quality_table(lib, types, rows, cols) -> None:
-    """Print relative RMSE of ours and GGML's (no imatrix) and the ratio, per distribution."""
+    """Print relative RMSE of ours and GGML's (no imatrix; lattice types: an imatrix of ones) and the ratio."""
     print(f"{'type':8} {'dist':6} {'ours':>8} {'ggml':>8} {'ratio':>6}")
     for dist in ("gauss", "t3"):
         w = _matrix(dist, rows, cols, seed=1)
         norm = float(w.pow(2).mean().sqrt())
         for t in types:
             y = decode(encode(w, t), t, (rows, cols)).numpy()
-            yr = ggml_ref.dequantize(lib, ggml_ref.quantize(lib, w.numpy(), t), t, rows * cols).reshape(rows, cols)
+            # GGML quantizes the IQ2/IQ3 lattice types only with an imatrix: give it one of ones (no preference)
+            imat = np.ones(cols, np.float32) if t.startswith(("IQ2", "IQ3", "IQ1")) else None
+            yr = ggml_ref.dequantize(lib, ggml_ref.quantize(lib, w.numpy(), t, imat), t, rows * cols).reshape(rows, cols)
             e = float(np.sqrt(np.mean((y - w.numpy()) ** 2))) / norm
             er = float(np.sqrt(np.mean((yr - w.numpy()) ** 2))) / norm
             print(f"{t:8} {dist:6} {e:8.5f} {er:8.5f} {e / er:6.4f}")
