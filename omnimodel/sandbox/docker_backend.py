@@ -158,8 +158,7 @@ class DockerSandbox(Sandbox):
                 return self._run_container(container, timeout_s)
             finally:
                 if container is not None:
-                    with contextlib.suppress(Exception):
-                        container.remove(force=True)
+                    _remove(self.client, container.id)
 
     def _run_container(self, container, timeout_s: float) -> RunResult:
         """Start, wait with the deadline, classify how it ended, collect the logs."""
@@ -199,3 +198,25 @@ def leftover_containers(client=None) -> list[str]:
     """Ids of sandbox containers (ours, by label) that still exist, running or not."""
     client = client or docker_client()
     return [c["Id"] for c in client.api.containers(all=True, filters={"label": LABEL})]  # no per-container inspect race
+
+
+def _remove(client, container_id: str) -> None:
+    """Force-remove a container on a fresh connection.
+
+    An interrupt can land while the client's pooled connection is mid-request; reusing that
+    connection can then hang until the client timeout, so the removal gets a new client.
+    """
+    import docker
+
+    try:
+        fresh = docker.from_env(timeout=60).api  # the same DOCKER_HOST the sandbox's client came from
+    except Exception:  # noqa: BLE001 - fall back to the client we have
+        fresh = client.api
+    try:
+        fresh.remove_container(container_id, force=True)
+    except Exception:  # noqa: BLE001 - already gone, or the daemon is down: nothing more to do here
+        pass
+    finally:
+        if fresh is not client.api:
+            with contextlib.suppress(Exception):
+                fresh.close()
