@@ -160,7 +160,9 @@ def test_writes_outside_workdir_fail(box, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_container_removed_when_driver_interrupted(box, tmp_path, sig):
     script = textwrap.dedent(f"""
-        import sys
+        import signal, sys
+        # as in a terminal: a background job of a non-interactive shell (CI) inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from pathlib import Path
         from omnimodel.sandbox.docker_backend import DockerSandbox
