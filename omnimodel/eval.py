@@ -158,9 +158,7 @@ def evaluate_closed_loop(
     if episodes_per_task < 1:
         raise ConfigError("--episodes-per-task must be at least 1")
     start = time.perf_counter()
-    per_task: dict[str, list[bool]] = {}
-    per_suite: dict[str, list[bool]] = {}
-    rows, steps = [], []
+    rows: list[dict] = []
     task_index: dict[str, int] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                TimeElapsedColumn())  # fmt: skip
@@ -171,20 +169,25 @@ def evaluate_closed_loop(
             for ep in range(episodes_per_task):
                 env_seed = episode_seed(seed, task.suite, idx, ep)
                 ok, n = run_episode(policy, task, env_seed, postprocess)
-                per_task.setdefault(f"{task.suite}/{task.name}", []).append(ok)
-                per_suite.setdefault(task.suite, []).append(ok)
-                rows.append(
-                    {"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n}
-                )
-                steps.append(n)
-                done = [s for v in per_suite.values() for s in v]
-                bar.update(tid, advance=1, description=f"{task.suite}", rate=f"success {np.mean(done):.0%}")
+                rows.append({"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n})
+                rate = np.mean([r["success"] for r in rows])
+                bar.update(tid, advance=1, description=f"{task.suite}", rate=f"success {rate:.0%}")
+    return _closed_loop_result(rows, time.perf_counter() - start)
+
+
+def _closed_loop_result(rows: list[dict], seconds: float) -> ClosedLoopResult:
+    """Success per suite and per task from per-episode rows (suite, task, seed, success, steps)."""
+    per_task: dict[str, list[bool]] = {}
+    per_suite: dict[str, list[bool]] = {}
+    for r in rows:
+        per_task.setdefault(f"{r['suite']}/{r['task']}", []).append(r["success"])
+        per_suite.setdefault(r["suite"], []).append(r["success"])
     return ClosedLoopResult(
         {k: float(np.mean(v)) for k, v in per_suite.items()},
         {k: float(np.mean(v)) for k, v in per_task.items()},
         len(rows),
-        float(np.mean(steps)),
-        time.perf_counter() - start,
+        float(np.mean([r["steps"] for r in rows])),
+        seconds,
         rows,
     )
 
@@ -242,24 +245,12 @@ def evaluate_closed_loop_parallel(
             results[(ti, ep)] = (env_seed, ok, n)
             done = [r[1] for r in results.values()]
             bar.update(tid, advance=1, rate=f"success {np.mean(done):.0%}")
-    per_task: dict[str, list[bool]] = {}
-    per_suite: dict[str, list[bool]] = {}
-    rows, steps = [], []
+    rows = []
     for ti, task in enumerate(tasks):  # the serial run's order
         for ep in range(episodes_per_task):
             env_seed, ok, n = results[(ti, ep)]
-            per_task.setdefault(f"{task.suite}/{task.name}", []).append(ok)
-            per_suite.setdefault(task.suite, []).append(ok)
             rows.append({"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n})
-            steps.append(n)
-    return ClosedLoopResult(
-        {k: float(np.mean(v)) for k, v in per_suite.items()},
-        {k: float(np.mean(v)) for k, v in per_task.items()},
-        len(rows),
-        float(np.mean(steps)),
-        time.perf_counter() - start,
-        rows,
-    )
+    return _closed_loop_result(rows, time.perf_counter() - start)
 
 
 def make_tasks(tasks_from: str = "", suites: list[str] | None = None) -> list[EvalTask]:

@@ -106,14 +106,18 @@ def test_augmentation_is_seeded_and_changes_pixels(episode):
     assert (a - c).abs().mean() > 0.01
 
 
+def _six_frames(task, ep) -> DemoData:
+    keep = np.arange(0, len(ep["actions"]), 6)[:6]
+    return DemoData(ep["images"][keep], ep["proprio"][keep], ep["actions"][keep], np.zeros(len(keep), np.int64),
+                    [task.instruction], [task.suite], 1)  # fmt: skip
+
+
 def test_short_training_learns_and_checkpoint_loads(tmp_path, episode):
     """~20 steps on a handful of frames lower the loss; the checkpoint loads with omnimodel.models.load and acts."""
     from omnimodel import models
 
     task, ep = episode
-    keep = np.arange(0, len(ep["actions"]), 6)[:6]
-    data = DemoData(ep["images"][keep], ep["proprio"][keep], ep["actions"][keep], np.zeros(len(keep), np.int64),
-                    [task.instruction], [task.suite], 1)  # fmt: skip
+    data = _six_frames(task, ep)
     cfg = TrainConfig(steps=20, batch=3, lr=2e-3, warmup=2, log_every=4, device="cpu", ema=0.0, augment=False)
     out = tmp_path / "ckpt"
     res = train(cfg, out, data=data, model_cfg=micro_config(), command="pytest", show_progress=False)
@@ -187,9 +191,7 @@ def test_padded_forward_equals_each_samples_own_forward():
 def test_init_from_checkpoint_and_mixed_batches(tmp_path, episode):
     """--init loads a checkpoint's weights (training starts from its loss); a wrong preset is a clear error."""
     task, ep = episode
-    keep = np.arange(0, len(ep["actions"]), 6)[:6]
-    data = DemoData(ep["images"][keep], ep["proprio"][keep], ep["actions"][keep], np.zeros(len(keep), np.int64),
-                    [task.instruction], [task.suite], 1)  # fmt: skip
+    data = _six_frames(task, ep)
     cfg = TrainConfig(steps=12, batch=3, lr=2e-3, warmup=2, log_every=4, device="cpu", ema=0.0, augment=False)
     first = train(cfg, tmp_path / "a", data=data, model_cfg=micro_config(), show_progress=False)
     cfg2 = TrainConfig(steps=4, batch=3, lr=1e-6, warmup=1, log_every=4, device="cpu", ema=0.0, augment=False,
