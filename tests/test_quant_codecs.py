@@ -6,7 +6,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import require
+from conftest import assert_decodes_like_gguf, decode_like_ggml_c, quant_matrix
 
 from omnimodel.errors import QuantError
 from omnimodel.quant import (
@@ -24,23 +24,6 @@ ALL_TYPES = ["F32", "F16", "BF16", *BLOCK_TYPES]
 R, C = 256, 4096  # quality matrices: small enough for seconds, wide enough for many super-blocks
 
 
-def _matrix(dist: str, rows: int, cols: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if dist == "gauss":
-        return torch.randn(rows, cols, generator=g)
-    # Student-t(3) = N / sqrt(chi2_3 / 3)
-    n = torch.randn(rows, cols, generator=g)
-    chi2 = torch.randn(rows, cols, 3, generator=g).pow(2).sum(-1)
-    return n / (chi2 / 3).sqrt()
-
-
-@pytest.fixture(scope="module")
-def ggml_lib():
-    lib_dir = ggml_ref.find_lib_dir(build=True)
-    require(lib_dir is not None, "a GGML CPU build with libggml-base.so (set OMNIMODEL_GGML_LIB_DIR)")
-    return ggml_ref.load(str(lib_dir))
-
-
 def test_sizes_match_gguf_table():
     for t in ALL_TYPES:
         block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t]]
@@ -51,30 +34,18 @@ def test_sizes_match_gguf_table():
 
 @pytest.mark.parametrize("qtype", ALL_TYPES)
 def test_bytes_decode_identically_in_ours_and_gguf(qtype):
-    w = _matrix("t3", 8, 1024, seed=1) * 0.05
-    data = encode(w, qtype)
-    fmt = get_format(qtype)
-    assert data.dtype == torch.uint8 and tuple(data.shape) == (8, fmt.row_bytes(1024))
-    ours = decode(data, qtype, (8, 1024)).numpy()
-    ref = gguf.quants.dequantize(data.numpy(), gguf.GGMLQuantizationType[qtype]).reshape(8, 1024)
-    np.testing.assert_array_equal(ours, ref)
-    rel = np.linalg.norm(ours - w.numpy()) / np.linalg.norm(w.numpy())
-    assert rel < 0.4, f"{qtype}: relative error {rel:.3f} means the layout is wrong"
+    assert_decodes_like_gguf(qtype, max_rel=0.4)
 
 
 @pytest.mark.parametrize("qtype", ALL_TYPES)
 def test_bytes_decode_identically_in_ggml_c(ggml_lib, qtype):
-    w = _matrix("gauss", 16, 512, seed=2)
-    data = encode(w, qtype)
-    ours = decode(data, qtype, (16, 512)).numpy().reshape(-1)
-    c = ggml_ref.dequantize(ggml_lib, data.numpy(), qtype, w.numel())
-    np.testing.assert_array_equal(ours, c)
+    decode_like_ggml_c(ggml_lib, quant_matrix("gauss", 16, 512, seed=2), qtype)
 
 
 @pytest.mark.parametrize("dist", ["gauss", "t3"])
 @pytest.mark.parametrize("qtype", BLOCK_TYPES)
 def test_rmse_at_most_ggml_reference(ggml_lib, qtype, dist):
-    w = _matrix(dist, R, C, seed=3)
+    w = quant_matrix(dist, R, C, seed=3)
     ours = decode(encode(w, qtype), qtype, (R, C)).numpy()
     ref = ggml_ref.dequantize(ggml_lib, ggml_ref.quantize(ggml_lib, w.numpy(), qtype), qtype, R * C).reshape(R, C)
     e_ours = np.sqrt(np.mean((ours - w.numpy()) ** 2))
@@ -84,7 +55,7 @@ def test_rmse_at_most_ggml_reference(ggml_lib, qtype, dist):
 
 @pytest.mark.parametrize("qtype", BLOCK_TYPES)
 def test_weighted_error_below_ggml_imatrix(ggml_lib, qtype):
-    w = _matrix("t3", 128, C, seed=4)
+    w = quant_matrix("t3", 128, C, seed=4)
     g = torch.Generator().manual_seed(5)
     imatrix = (torch.rand(C, generator=g) * 2 + 0.1) ** 2
     imp = imatrix[None, :].expand_as(w).contiguous()
@@ -97,7 +68,7 @@ def test_weighted_error_below_ggml_imatrix(ggml_lib, qtype):
 
 
 def test_importance_moves_error_to_unimportant_columns():
-    w = _matrix("gauss", 64, 1024, seed=6)
+    w = quant_matrix("gauss", 64, 1024, seed=6)
     imp = torch.ones_like(w)
     imp[:, ::2] = 100.0
     plain = decode(encode(w, "Q3_K"), "Q3_K", tuple(w.shape))
@@ -108,7 +79,7 @@ def test_importance_moves_error_to_unimportant_columns():
 
 
 def test_fixed_symmetric_scales_are_honoured():
-    w = _matrix("gauss", 4, 512, seed=7)
+    w = quant_matrix("gauss", 4, 512, seed=7)
     d = torch.full((4, 2), 0.01)
     sub = torch.randint(-32, 32, (4, 2, 16), generator=torch.Generator().manual_seed(8))
     data = encode(w, "Q6_K", scales=SymmetricScales(d=d, sub=sub)).reshape(-1, 210)
@@ -118,7 +89,7 @@ def test_fixed_symmetric_scales_are_honoured():
 
 
 def test_fixed_affine_scales_are_honoured():
-    w = _matrix("gauss", 2, 256, seed=9)
+    w = quant_matrix("gauss", 2, 256, seed=9)
     sc = torch.arange(8).repeat(2, 1, 1) + 30
     m = torch.arange(8).repeat(2, 1, 1) + 10
     scales = AffineScales(d=torch.full((2, 1), 0.004), dmin=torch.full((2, 1), 0.03), sc=sc, m=m)

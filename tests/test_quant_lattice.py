@@ -7,30 +7,15 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from conftest import require
+from conftest import assert_decodes_like_gguf, decode_like_ggml_c, quant_matrix
 
 from omnimodel.errors import QuantError
-from omnimodel.quant import SymmetricScales, decode, encode, get_format, ggml_ref, lattice, supported_types
+from omnimodel.quant import SymmetricScales, decode, encode, ggml_ref, lattice, supported_types
 
 LATTICE_TYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S"]
 R, C = 256, 4096
 # our RMSE may be at most this multiple of GGML's (issue 4: 1.05x for the lattice types)
 RMSE_LIMIT = 1.05
-
-
-def _matrix(dist: str, rows: int, cols: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    n = torch.randn(rows, cols, generator=g)
-    if dist == "gauss":
-        return n
-    return n / (torch.randn(rows, cols, 3, generator=g).pow(2).sum(-1) / 3).sqrt()  # Student-t(3)
-
-
-@pytest.fixture(scope="module")
-def ggml_lib():
-    lib_dir = ggml_ref.find_lib_dir(build=True)
-    require(lib_dir is not None, "a GGML CPU build with libggml-base.so (set OMNIMODEL_GGML_LIB_DIR)")
-    return ggml_ref.load(str(lib_dir))
 
 
 def _rmse(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,31 +41,21 @@ def test_actquant_candidates_include_the_lattice_types():
 
 @pytest.mark.parametrize("qtype", LATTICE_TYPES)
 def test_bytes_decode_identically_in_ours_and_gguf(qtype):
-    w = _matrix("t3", 8, 1024, seed=1) * 0.05
-    data = encode(w, qtype)
-    assert data.dtype == torch.uint8 and tuple(data.shape) == (8, get_format(qtype).row_bytes(1024))
-    ours = decode(data, qtype, (8, 1024)).numpy()
-    ref = gguf.quants.dequantize(data.numpy(), gguf.GGMLQuantizationType[qtype]).reshape(8, 1024)
-    np.testing.assert_array_equal(ours, ref)
-    rel = np.linalg.norm(ours - w.numpy()) / np.linalg.norm(w.numpy())
-    assert rel < 0.6, f"{qtype}: relative error {rel:.3f} means the layout is wrong"
+    assert_decodes_like_gguf(qtype, max_rel=0.6)
 
 
 @pytest.mark.parametrize("qtype", LATTICE_TYPES)
 def test_bytes_decode_identically_in_ggml_c(ggml_lib, qtype):
-    w = _matrix("gauss", 16, 512, seed=2)
+    w = quant_matrix("gauss", 16, 512, seed=2)
     w[3] = 0.0  # an all-zero row: d = 0 blocks
-    data = encode(w, qtype)
-    ours = decode(data, qtype, (16, 512)).numpy().reshape(-1)
-    c = ggml_ref.dequantize(ggml_lib, data.numpy(), qtype, w.numel())
-    np.testing.assert_array_equal(ours, c)
-    assert not ours.reshape(16, 512)[3].any()
+    ours = decode_like_ggml_c(ggml_lib, w, qtype)
+    assert not ours[3].any()
 
 
 @pytest.mark.parametrize("dist", ["gauss", "t3"])
 @pytest.mark.parametrize("qtype", LATTICE_TYPES)
 def test_rmse_within_ggml_reference(ggml_lib, qtype, dist):
-    w = _matrix(dist, R, C, seed=3)
+    w = quant_matrix(dist, R, C, seed=3)
     ours = decode(encode(w, qtype), qtype, (R, C)).numpy()
     ref_bytes = ggml_ref.quantize(ggml_lib, w.numpy(), qtype, np.ones(C, np.float32))
     ref = ggml_ref.dequantize(ggml_lib, ref_bytes, qtype, R * C).reshape(R, C)
@@ -92,7 +67,7 @@ def test_rmse_within_ggml_reference(ggml_lib, qtype, dist):
 
 @pytest.mark.parametrize("qtype", LATTICE_TYPES)
 def test_importance_lowers_weighted_error(ggml_lib, qtype):
-    w = _matrix("t3", 64, C, seed=4)
+    w = quant_matrix("t3", 64, C, seed=4)
     g = torch.Generator().manual_seed(5)
     imatrix = (torch.rand(C, generator=g) * 2 + 0.1) ** 2
     imp = imatrix[None, :].expand_as(w).contiguous()
@@ -113,7 +88,7 @@ def test_importance_lowers_weighted_error(ggml_lib, qtype):
 @pytest.mark.parametrize("qtype", LATTICE_TYPES)
 def test_fixed_scales_are_honoured(qtype):
     lat = lattice.LATTICES[qtype]
-    w = _matrix("gauss", 2, 512, seed=7)
+    w = quant_matrix("gauss", 2, 512, seed=7)
     d = torch.full((2, 2), 0.02)
     sub = torch.randint(0, 16, (2, 2, lat.nsub), generator=torch.Generator().manual_seed(8))
     data = encode(w, qtype, scales=SymmetricScales(d=d, sub=sub)).reshape(4, -1)
@@ -130,7 +105,7 @@ def test_fixed_scales_are_honoured(qtype):
 
 
 def test_fixed_scales_of_the_wrong_shape_are_refused():
-    w = _matrix("gauss", 2, 256, seed=9)
+    w = quant_matrix("gauss", 2, 256, seed=9)
     with pytest.raises(QuantError, match="sub-block codes"):
         encode(w, "IQ2_XS", scales=SymmetricScales(d=torch.ones(2, 1), sub=torch.zeros(2, 1, 8)))
 
