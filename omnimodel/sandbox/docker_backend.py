@@ -155,10 +155,13 @@ class DockerSandbox(Sandbox):
                         detach=True,
                         log_config={"type": "json-file", "config": {"max-size": "8m"}},
                     )
-                return self._run_container(container, timeout_s)
-            finally:
-                if container is not None:
-                    _remove(self.client, container.id)
+                result = self._run_container(container, timeout_s)
+            except BaseException:
+                if container is not None:  # interrupted: the pooled connection may be mid-request
+                    _remove(None, container.id)
+                raise
+            _remove(self.client, container.id)
+            return result
 
     def _run_container(self, container, timeout_s: float) -> RunResult:
         """Start, wait with the deadline, classify how it ended, collect the logs."""
@@ -201,22 +204,20 @@ def leftover_containers(client=None) -> list[str]:
 
 
 def _remove(client, container_id: str) -> None:
-    """Force-remove a container on a fresh connection.
+    """Force-remove a container; `client` None opens a fresh connection.
 
     An interrupt can land while the client's pooled connection is mid-request; reusing that
-    connection can then hang until the client timeout, so the removal gets a new client.
+    connection can then hang until the client timeout, so removal after an interrupt gets a new one.
     """
     import docker
 
+    api = None
     try:
-        fresh = docker.from_env(timeout=60).api  # the same DOCKER_HOST the sandbox's client came from
-    except Exception:  # noqa: BLE001 - fall back to the client we have
-        fresh = client.api
-    try:
-        fresh.remove_container(container_id, force=True)
+        api = client.api if client is not None else docker.from_env(timeout=60).api
+        api.remove_container(container_id, force=True)
     except Exception:  # noqa: BLE001 - already gone, or the daemon is down: nothing more to do here
         pass
     finally:
-        if fresh is not client.api:
+        if client is None and api is not None:
             with contextlib.suppress(Exception):
-                fresh.close()
+                api.close()
