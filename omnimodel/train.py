@@ -400,13 +400,8 @@ def padded_forward(
     seq = torch.where((rel >= 0) & (rel < n_act), torch.ones_like(seq), seq)
     seq = torch.where(rel == n_act, torch.full_like(seq, STOP_INDEX), seq)
     valid = rel <= n_act
-    emb = model.language_model.get_input_embeddings()(seq)
-    keep = ((rel < 0) | (rel == n_act)).to(emb.dtype)
-    emb = emb * keep[:, :, None]
-    patches = model.projector(model.vision_backbone(pixel_values.to(emb.dtype)))
-    proprio_tok = model.proprio_projector(proprio.to(emb.dtype)).unsqueeze(1)
-    x = torch.cat([emb[:, :1], patches, proprio_tok, emb[:, 1:]], dim=1)
-    n_mid = patches.shape[1] + 1
+    x = model.assemble_sequence(pixel_values, seq, (rel < 0) | (rel == n_act), proprio)
+    n_mid = cfg.n_patch_tokens  # patches of all images + the proprio token
     valid = torch.cat([valid[:, :1], torch.ones(b, n_mid, dtype=torch.bool, device=ids.device), valid[:, 1:]], 1)
     length = x.shape[1]
     mask = torch.zeros(b, 1, 1, length, dtype=x.dtype, device=x.device)

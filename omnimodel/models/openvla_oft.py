@@ -373,10 +373,16 @@ class OpenVLAOFT(nn.Module):
         placeholders = torch.ones(b, cfg.n_action_tokens, dtype=input_ids.dtype, device=input_ids.device)
         stop = torch.full((b, 1), STOP_INDEX, dtype=input_ids.dtype, device=input_ids.device)
         ids = torch.cat([input_ids, placeholders, stop], dim=1)
-        emb = self.language_model.get_input_embeddings()(ids)
-        keep = torch.ones(ids.shape[1], device=emb.device, dtype=emb.dtype)
+        keep = torch.ones(ids.shape[1], device=ids.device)
         keep[input_ids.shape[1] : input_ids.shape[1] + cfg.n_action_tokens] = 0
-        emb = emb * keep[None, :, None]
+        return self.assemble_sequence(pixel_values, ids, keep[None, :], proprio)
+
+    def assemble_sequence(
+        self, pixel_values: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor, proprio: torch.Tensor
+    ) -> torch.Tensor:
+        """Token embeddings (times `keep`, 0 for the placeholders) with the patches and the proprio token after BOS."""
+        emb = self.language_model.get_input_embeddings()(ids)
+        emb = emb * keep.to(emb.dtype)[:, :, None]
         patches = self.projector(self.vision_backbone(pixel_values.to(emb.dtype)))
         proprio_tok = self.proprio_projector(proprio.to(emb.dtype)).unsqueeze(1)
         return torch.cat([emb[:, :1], patches, proprio_tok, emb[:, 1:]], dim=1)
