@@ -1,5 +1,10 @@
-"""Stage 1 bit allocation: sensitivities, the 2^(-2b) error model, layer groups and the greedy
-gain-per-bit solver that meets an average-bpw budget over the quantized matrices.
+"""Stage 1 bit allocation: sensitivities, the error model, layer groups and the greedy gain-per-bit
+solver that meets an average-bpw budget over the quantized matrices.
+
+Error model: the paper's law e_l(t) = s_l 2^(-2 b_t) (default), or `measured`: e_l(t) = s_l r_l(t)
+with r_l(t) the relative squared error that type t actually leaves on matrix l (measured by
+encoding a row sample). The law treats every type of equal bits alike; the lattice types at 2-3
+bits lose far more than 2^(-2b) says, which the measured model sees.
 """
 
 from __future__ import annotations
@@ -70,9 +75,39 @@ def sensitivity(hsic_x: np.ndarray, hsic_a: np.ndarray, alpha: float = 1.0, beta
     return np.clip(s, 0.0, None)
 
 
-def predicted_error(s: float, qtype: str) -> float:
-    """Lloyd error model e_l(t) = s_l 2^(-2 b_t)."""
+def predicted_error(s: float, qtype: str, rel: dict[str, float] | None = None) -> float:
+    """e_l(t) = s_l 2^(-2 b_t) (Lloyd law), or s_l r_l(t) given measured relative errors `rel`."""
+    if rel is not None and qtype in rel:
+        return float(s) * float(rel[qtype])
     return float(s) * 2.0 ** (-2.0 * TYPE_BITS[qtype])
+
+
+def measure_errors(w, types: list[str], rows: int = 256) -> dict[str, float]:
+    """r(t) = ||W_s - deq(enc_t(W_s))||^2 / ||W_s||^2 for each type, on `rows` evenly spaced rows W_s."""
+    import torch
+
+    from omnimodel.quant import decode, encode
+
+    w = torch.as_tensor(w)
+    if w.shape[0] > rows:
+        w = w[torch.linspace(0, w.shape[0] - 1, rows).round().long()]
+    x = w.to(torch.float32)
+    norm = float((x * x).sum().clamp(min=1e-30))
+    out = {}
+    for t in types:
+        xq = decode(encode(x, t), t, tuple(x.shape)).to(x.device, torch.float32)
+        out[t] = float(((x - xq) ** 2).sum()) / norm
+    return out
+
+
+def pareto_types(types: list[str], rel: dict[str, float]) -> list[str]:
+    """Types (cheapest first) whose measured error is below that of every cheaper type: the others
+    cost bits for no gain on this matrix."""
+    out: list[str] = []
+    for t in sorted(types, key=TYPE_BITS.__getitem__):
+        if not out or rel.get(t, np.inf) < rel.get(out[-1], np.inf):
+            out.append(t)
+    return out
 
 
 @dataclass
@@ -85,6 +120,11 @@ class Matrix:
     types: list[str]
     group: str = ""
     fixed: str | None = None  # a type decided outside the solver (counts in the budget)
+    rel: dict[str, float] | None = None  # measured relative error per type (error_model=measured)
+
+    def error(self, qtype: str) -> float:
+        """Predicted error of this matrix at `qtype`."""
+        return predicted_error(self.s, qtype, self.rel)
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -108,7 +148,7 @@ def objective(mats: list[Matrix], types: dict[str, str]) -> float:
     """Sum over layer groups of (sum of predicted errors in the group)^2."""
     groups: dict[str, float] = {}
     for m in mats:
-        groups[m.group] = groups.get(m.group, 0.0) + predicted_error(m.s, types[m.name])
+        groups[m.group] = groups.get(m.group, 0.0) + m.error(types[m.name])
     return float(sum(e * e for e in groups.values()))
 
 
@@ -144,12 +184,12 @@ def greedy_allocate(
             if t in ladders[i]:
                 level[i] = ladders[i].index(t)
     numel = np.array([m.numel for m in mats], dtype=np.float64)
-    s = np.array([m.s for m in mats], dtype=np.float64)
+    etab = [np.array([m.error(t) for t in lad]) for m, lad in zip(mats, ladders, strict=True)]
     bits = lambda i, k: TYPE_BITS[ladders[i][k]]  # noqa: E731
     groups = sorted({m.group for m in mats})
     gidx = np.array([groups.index(m.group) for m in mats])
     members = [np.flatnonzero(gidx == g) for g in range(len(groups))]
-    err = np.array([s[i] * 2.0 ** (-2.0 * bits(i, level[i])) for i in range(len(mats))])
+    err = np.array([etab[i][level[i]] for i in range(len(mats))])
     E = np.zeros(len(groups))
     np.add.at(E, gidx, err)
     total_n = numel.sum()
@@ -166,7 +206,7 @@ def greedy_allocate(
             ratio[i], dbits[i] = -np.inf, np.inf
             return
         nb = bits(i, level[i] + 1)
-        new_e = s[i] * 2.0 ** (-2.0 * nb)
+        new_e = etab[i][level[i] + 1]
         g = gidx[i]
         e_new_group = E[g] - err[i] + new_e
         gain = E[g] ** 2 - e_new_group**2
@@ -195,16 +235,15 @@ def greedy_allocate(
         used += numel[i] * (nb - cur_b[i])
         cur_b[i] = nb
         g = gidx[i]
-        new_e = s[i] * 2.0 ** (-2.0 * nb)
+        new_e = etab[i][level[i]]
         E[g] += new_e - err[i]
         err[i] = new_e
         for j in members[g]:
             refresh(int(j))
         steps += 1
     if polish:
-        used = _polish(level, ladders, numel, s, gidx, len(groups), cap)
-        cur_b = np.array([bits(i, level[i]) for i in range(len(mats))])
-        err = s * 2.0 ** (-2.0 * cur_b)
+        used = _polish(level, ladders, numel, etab, gidx, len(groups), cap)
+        err = np.array([etab[i][level[i]] for i in range(len(mats))])
         E = np.zeros(len(groups))
         np.add.at(E, gidx, err)
     types = {names[i]: ladders[i][level[i]] for i in range(len(mats))}
@@ -219,22 +258,24 @@ def greedy_allocate(
     )
 
 
-def _polish(level, ladders, numel, s, gidx, n_groups: int, cap: float, max_moves: int | None = None) -> float:
+def _polish(level, ladders, numel, etab, gidx, n_groups: int, cap: float, max_moves: int | None = None) -> float:
     """Best-improvement local search over moves {i up one level, j down one level (or none)}; returns bits used."""
     n = len(level)
     max_moves = max_moves or 20 * n + 100
     tb = [np.array([TYPE_BITS[t] for t in lad]) for lad in ladders]
     for _ in range(max_moves):
         b = np.array([tb[i][level[i]] for i in range(n)])
-        err = s * 2.0 ** (-2.0 * b)
+        err = np.array([etab[i][level[i]] for i in range(n)])
         E = np.zeros(n_groups)
         np.add.at(E, gidx, err)
         up_ok = np.array([level[i] + 1 < len(tb[i]) for i in range(n)])
         dn_ok = level > 0
         b_up = np.array([tb[i][level[i] + 1] if up_ok[i] else b[i] for i in range(n)])
         b_dn = np.array([tb[i][level[i] - 1] if dn_ok[i] else b[i] for i in range(n)])
-        d_up = s * 2.0 ** (-2.0 * b_up) - err  # change of the group error (<= 0)
-        d_dn = s * 2.0 ** (-2.0 * b_dn) - err  # (>= 0)
+        e_up = np.array([etab[i][level[i] + 1] if up_ok[i] else err[i] for i in range(n)])
+        e_dn = np.array([etab[i][level[i] - 1] if dn_ok[i] else err[i] for i in range(n)])
+        d_up = e_up - err  # change of the group error (<= 0 for a monotone ladder)
+        d_dn = e_dn - err  # (>= 0)
         c_up = numel * (b_up - b)
         c_dn = numel * (b_dn - b)
         used = float((numel * b).sum())

@@ -40,7 +40,13 @@ class ActQuantOptions:
     alpha: float = 1.0
     beta: float = 1.0
     shift: bool = False
-    bandwidth: str = "hbar"  # hbar | median
+    error_model: str = "law"  # law (the paper's 2^-2b) | measured (each matrix's error per type)
+    error_rows: int = 256  # rows sampled per matrix for error_model=measured
+    lattice_weight: str = "llama"  # importance for types without the Eq. 11 alternation: llama | eq10
+    embed: str = "base"  # token embeddings (no HSIC term): base (the LLM's base type, spec) | budget (the budget's uniform type)
+    # RBF bandwidth: auto = median (the classical heuristic, s = median pairwise distance) for the
+    # paper preset, hbar (the authors' rule, s = median SQUARED distance) for the authors' preset
+    bandwidth: str = "auto"  # auto | median | hbar
     lam: float = 0.5  # OpenVLA-OFT; forced to 1 without an action-token head
     rounds: int = 4
     skip: bool = True
@@ -55,7 +61,8 @@ class ActQuantOptions:
     def validate(self) -> None:
         """Raise QuantError on an unknown switch value."""
         checks = {"preset": ("paper", "authors"), "allocation": ("hsic", "uniform"), "objective": OBJECTIVES,
-                  "bandwidth": ("hbar", "median")}  # fmt: skip
+                  "bandwidth": ("auto", "median", "hbar"), "error_model": ("law", "measured"),
+                  "lattice_weight": ("llama", "eq10"), "embed": ("base", "budget")}  # fmt: skip
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise QuantError(f"actquant: {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
@@ -82,7 +89,7 @@ class ActQuantOptions:
                     v: Any = val.lower() in ("1", "true", "yes", "on")
                 elif key in ("bpw", "alpha", "beta", "lam", "fisher_gb"):
                     v = float(val)
-                elif key in ("rounds", "calib_frames", "seed", "fisher_batch"):
+                elif key in ("rounds", "calib_frames", "seed", "fisher_batch", "error_rows"):
                     v = int(val)
                 else:
                     v = val
@@ -107,6 +114,7 @@ class TensorReport:
     achieved_error_init: float | None = None
     achieved_error: float | None = None
     rel_weighted_error: float | None = None
+    measured_rel: dict[str, float] | None = None  # error_model=measured: relative error per candidate type
     scales: str = "encoder"
 
 
@@ -144,8 +152,16 @@ class ActQuant(Quantizer):
         self.report: ActQuantReport | None = None
 
     # ---------------------------------------------------------------- helpers
-    def _matrices(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict, candidates: list[str]) -> list[Matrix]:
-        """The allocation problem: targets with sensitivities; embeddings / LM head fixed at the base type."""
+    def bandwidth_rule(self) -> str:
+        """The RBF bandwidth rule in use (`auto` resolved by the preset)."""
+        if self.opts.bandwidth != "auto":
+            return self.opts.bandwidth
+        return "hbar" if self.opts.preset == "authors" else "median"
+
+    def _matrices(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict, candidates: list[str],
+                  budget: float) -> list[Matrix]:  # fmt: skip
+        """The allocation problem: targets with sensitivities; embeddings and LM head fixed at the base
+        type (or the token table at the budget's uniform type with `embed=budget`)."""
         from omnimodel.quant import supported_types
 
         o = self.opts
@@ -162,12 +178,19 @@ class ActQuant(Quantizer):
             if o.preset == "authors" and base in types:
                 types = types[types.index(base) :]
             fixed = None
-            if name not in targets:
+            if name == "token_embd.weight" and o.embed == "budget" and o.preset == "paper":
+                fit = [t for t in types if allocate.TYPE_BITS[t] <= budget + 1e-9]
+                fixed = fit[-1] if fit else types[0]
+            elif name not in targets:
                 fixed = allocate.fitting_candidates(cols, [base])[0] if cols % allocate.BLOCK.get(base, 256) == 0 else types[0]
             elif o.preset == "authors" and targets[name].component == "vision":
                 fixed = allocate.fitting_candidates(cols, [mix_types[name]])[0]
             s = terms.get(name, (0.0, 0.0, 0.0))[2]
-            mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed))
+            rel = None
+            if o.error_model == "measured" and not fixed and len(types) > 1:
+                rel = allocate.measure_errors(w, types, o.error_rows)
+                types = allocate.pareto_types(types, rel)
+            mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed, rel=rel))
         return mats
 
     def _hsic_terms(self, model, calib, targets, device, dtype) -> dict[str, tuple[float, float, float]]:
@@ -181,10 +204,11 @@ class ActQuant(Quantizer):
         dev = device if device.type == "cuda" else torch.device("cpu")
         a = zscore(torch.from_numpy(calib.actions.reshape(len(calib), -1)).to(dev))
         la = center(linear_kernel(a))
-        kx = {k: center(rbf_kernel(v.to(dev), o.bandwidth)) for k, v in xs.items()}
+        rule = self.bandwidth_rule()
+        kx = {k: center(rbf_kernel(v.to(dev), rule)) for k, v in xs.items()}
         names_, hx, ha = [], [], []
         for name, y in ys.items():
-            k = rbf_kernel(y.to(dev), o.bandwidth)
+            k = rbf_kernel(y.to(dev), rule)
             names_.append(name)
             hx.append(hsic_gram(k, kx[use[name].tower]))
             ha.append(hsic_gram(k, la))
@@ -192,10 +216,11 @@ class ActQuant(Quantizer):
         return {n: (hx[i], ha[i], float(s[i])) for i, n in enumerate(names_)}
 
     def _omega(self, w: torch.Tensor, fisher: torch.Tensor | None, qtype: str) -> torch.Tensor | None:
-        from actquant_plugin.scales import FAMILIES, element_weights
+        from actquant_plugin.scales import FAMILIES, element_weights, supports
 
         block = FAMILIES[qtype].block if qtype in FAMILIES else 256 if w.shape[1] % 256 == 0 else 32
-        if self.opts.preset == "authors":  # llama.cpp's weighting of a full-shape importance
+        llama_style = self.opts.preset == "authors" or (not supports(qtype) and self.opts.lattice_weight == "llama")
+        if llama_style:  # llama.cpp's weighting of a full-shape importance
             sigma2 = (w * w).mean(1, keepdim=True)
             f = fisher if fisher is not None else torch.ones_like(w)
             return f * torch.sqrt(sigma2 + w * w)
@@ -232,7 +257,7 @@ class ActQuant(Quantizer):
         timings["hsic"] = time.perf_counter() - t0
         log.info("actquant: HSIC terms (%.1f s)", timings["hsic"])
         t0 = time.perf_counter()
-        mats = self._matrices(tensors, targets, terms, candidates)
+        mats = self._matrices(tensors, targets, terms, candidates, budget)
         if o.allocation == "uniform":
             alloc = allocate.uniform_allocate(mats, budget)
         elif o.preset == "authors":
@@ -253,14 +278,14 @@ class ActQuant(Quantizer):
         for m in mats:
             hx, ha, s = terms.get(m.name, (None, None, m.s))
             t = alloc.types[m.name]
-            rep[m.name] = TensorReport(t, m.numel, m.group, hx, ha, s, allocate.predicted_error(s, t))
+            rep[m.name] = TensorReport(t, m.numel, m.group, hx, ha, s, m.error(t), measured_rel=m.rel)
         timings["fisher"] = timings["scales"] = 0.0
         self._stage2(tensors, targets, alloc.types, model, calib, device, dtype, plans, rep, timings)
         for name in tensors:
             plans.setdefault(name, TensorPlan(alloc.types[name]))
         self.report = ActQuantReport(
             method=self.name,
-            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model)},
+            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model), "bandwidth_effective": self.bandwidth_rule()},
             budget_bpw=float(budget),
             planned_bpw=float(planned_bpw),
             objective_value=float(allocate.objective(mats, alloc.types)),
@@ -309,7 +334,7 @@ class ActQuant(Quantizer):
                     om = self._omega(w, f, qtype)
                     if o.preset == "authors" or not supports(qtype):
                         if qtype not in ("F16", "F32", "BF16"):
-                            plans[t.name] = TensorPlan(qtype, importance=om.cpu())
+                            plans[t.name] = TensorPlan(qtype, importance=None if om is None else om.cpu())
                             rep[t.name].scales = "importance"
                         continue
                     res = optimise(w, qtype, om, o.rounds)
