@@ -74,6 +74,7 @@ def test_amf_plan_report_and_bytes(tiny, calib, tmp_path):
     data = json.loads(report.read_text())
     assert set(data["timings"]) >= {"hsic", "allocate", "fisher", "scales"}
     assert data["options"]["objective"] == "amf" and data["options"]["lam_effective"] == 0.5
+    assert data["options"]["bandwidth_effective"] == "median"  # bandwidth=auto on the paper preset
     rows = data["tensors"]
     assert set(rows) <= set(res.types) and all(r["type"] == res.types[n] for n, r in rows.items())
     targets = {n: r for n, r in rows.items() if r["hsic_x"] is not None}
@@ -84,7 +85,7 @@ def test_amf_plan_report_and_bytes(tiny, calib, tmp_path):
         if supports(r["type"]):  # K-quants and IQ4: Eq. 11 alternation
             assert r["scales"] == "alternation"
             assert r["achieved_error"] <= r["achieved_error_init"] * (1 + 1e-9)
-        else:  # lattice types: the Eq. 10 weights go to the lattice encoder as importance
+        else:  # lattice types: F * sqrt(sigma^2 + w^2) goes to the lattice encoder as importance
             assert r["scales"] == "importance"
     assert rows["token_embd.weight"]["hsic_x"] is None
 
@@ -99,11 +100,29 @@ def test_uniform_allocation_ablation(tiny, calib, tmp_path):
     assert all(r["hsic_x"] is None for r in q.report.to_json()["tensors"].values())
 
 
+def test_measured_error_model(tiny, calib, tmp_path):
+    q = ActQuant(ActQuantOptions(bpw=3.0, objective="none", error_model="measured", error_rows=16, device="cpu"))
+    res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
+    assert abs(res.bpw - 3.0) <= 0.02 and res.bpw <= 3.0 + 1e-9
+    measured = {n: r for n, r in q.report.to_json()["tensors"].items() if r["measured_rel"]}
+    assert len(measured) >= 20
+    for r in measured.values():
+        rel = r["measured_rel"]
+        assert r["type"] in rel and r["predicted_error"] == pytest.approx(r["sensitivity"] * rel[r["type"]])
+        assert rel[min(rel, key=TYPE_BITS.__getitem__)] > rel[max(rel, key=TYPE_BITS.__getitem__)]
+
+
 def test_options_and_errors():
     o = ActQuantOptions.parse("2.5,objective=magnitude,allocation=uniform,lam=0.3")
     assert (o.bpw, o.objective, o.allocation, o.lam) == (2.5, "magnitude", "uniform", 0.3)
     with pytest.raises(QuantError, match="objective"):
         ActQuantOptions.parse("3,objective=foo")
+    with pytest.raises(QuantError, match="bandwidth"):
+        ActQuantOptions.parse("3,bandwidth=silverman")
+    o = ActQuantOptions.parse("3,error_model=measured,error_rows=64,lattice_weight=eq10,embed=budget")
+    assert (o.error_model, o.error_rows, o.lattice_weight, o.embed) == ("measured", 64, "eq10", "budget")
+    assert ActQuant(ActQuantOptions(preset="authors")).bandwidth_rule() == "hbar"
+    assert ActQuant(ActQuantOptions()).bandwidth_rule() == "median"
     with pytest.raises(QuantError, match="unknown option"):
         ActQuantOptions.parse("3,bogus=1")
     with pytest.raises(QuantError, match="budget"):
