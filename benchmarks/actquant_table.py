@@ -199,7 +199,8 @@ def main() -> None:
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps({"runtime": args.runtime, "episodes_per_task": args.episodes_per_task,
                                        "checkpoint": str(args.checkpoint), "rows": list(done.values())}, indent=1))  # fmt: skip
-    rows = list(done.values())
+    order = {name: i for i, (_, name, _, _) in enumerate(plan)}
+    rows = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))  # the plan's order, not the run's
     md = "## Table 1\n\n" + markdown([r for r in rows if r["table"] == "table1"], suite_names)
     md += f"\n## Table 4 (ablation, {args.ablation_bpw} bpw)\n\n" + markdown([r for r in rows if r["table"] == "table4"], suite_names)
     with atomic_path(args.work / "table.md") as tmp:
