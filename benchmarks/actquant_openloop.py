@@ -27,14 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def actions(model, frames) -> np.ndarray:
-    """(N, chunk, dim) normalised actions of `model` on every frame."""
-    out = []
-    with torch.no_grad():
-        for i in range(len(frames)):
-            px, ids, prop = frames.inputs(i, torch.device("cpu"), torch.float32)
-            out.append(model(px, ids, prop).actions[0].float().numpy())
-    return np.stack(out)
+def actions(policy, frames) -> np.ndarray:
+    """(N, chunk, dim) normalised actions of `policy` on every frame."""
+    from omnimodel.models.policy import PolicyInputs
+
+    cpu = torch.device("cpu")
+    return np.stack([policy.predict_normalized(PolicyInputs(*frames.inputs(i, cpu, torch.float32))) for i in range(len(frames))])
 
 
 def main() -> None:
@@ -54,12 +52,12 @@ def main() -> None:
 
     from actquant_plugin.calibration import from_demos
     from actquant_plugin.quantize import quantize
+    from benchmarks.actquant_table import load_policy_for
     from omnimodel.models.policy import load_policy
-    from omnimodel.quant_sim import simulate
 
     policy = load_policy(args.checkpoint)
     frames = from_demos(args.demos, None, policy.tokenizer, policy.cfg.text_vocab, args.frames, seed=123, select=False)
-    ref = actions(policy.model, frames)
+    ref = actions(policy, frames)
     gt = frames.actions.reshape(ref.shape)
     rows = []
     for spec in args.specs:
@@ -70,13 +68,9 @@ def main() -> None:
             res = quantize(str(args.checkpoint), spec, out, None, args.demos if calibrated else None,
                            args.calib_frames if calibrated else None)  # fmt: skip
             counts: dict[str, int] = {}
-            sim = load_policy(args.checkpoint)
-            simulate(sim.model, out)
-            rep = json.loads(res.report_path.read_text()) if res.report_path else None
-            if rep:
-                for r in rep["tensors"].values():
-                    counts[r["type"]] = counts.get(r["type"], 0) + r["numel"]
-            a = actions(sim.model, frames)
+            for r in json.loads(res.report_path.read_text())["tensors"].values() if res.report_path else ():
+                counts[r["type"]] = counts.get(r["type"], 0) + r["numel"]
+            a = actions(load_policy_for(Path(td), args.checkpoint, "sim"), frames)
         row = {"spec": spec, "bpw": res.convert.bpw, "mse_vs_fp32": float(((a - ref) ** 2).mean()),
                "l1_vs_demo": float(np.abs(a - gt).mean()), "types": counts, "seconds": time.perf_counter() - t0}  # fmt: skip
         rows.append(row)
@@ -93,4 +87,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from omnimodel.errors import OmniError
+
+    try:
+        main()
+    except OmniError as e:  # bad checkpoint, demonstrations or method: one line, non-zero exit
+        sys.exit(f"error: {e}")
