@@ -75,6 +75,39 @@ def split_groups(params: dict[str, nn.Parameter], max_bytes: float | None) -> li
     return groups
 
 
+def _squared_grad_pass(model: nn.Module, calib: CalibrationSet, params: dict[str, nn.Parameter], lam: float,
+                       device, dtype, batch: int, l1_reduction: str, on_grad, label: str) -> int:  # fmt: skip
+    """One backward pass of L_AMF per batch of frames; `on_grad(name, param)` sees each parameter's
+    gradient as soon as it is accumulated, and the gradient is dropped at once. Returns the batch count."""
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    handles = []
+    count = 0
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for n, p in params.items():
+            p.requires_grad_(True)
+
+            def hook(param, n=n):
+                on_grad(n, param)
+                param.grad = None
+
+            handles.append(p.register_post_accumulate_grad_hook(hook))
+        with progress(label, len(calib)) as bar:
+            for idx in _batches(calib, batch):
+                loss = sample_loss(model, calib, idx, lam, device, dtype, l1_reduction)
+                loss.backward()
+                count += 1
+                bar.advance(len(idx))
+    finally:
+        for h in handles:
+            h.remove()
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+            p.grad = None
+    return count
+
+
 def fisher_diagonal(
     model: nn.Module,
     calib: CalibrationSet,
@@ -87,32 +120,39 @@ def fisher_diagonal(
 ) -> dict[str, torch.Tensor]:
     """Mean squared gradient of L_AMF for each parameter in `params` (one pass over the calibration set)."""
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
-    saved = {n: p.requires_grad for n, p in model.named_parameters()}
-    handles = []
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for n, p in params.items():
-            p.requires_grad_(True)
 
-            def hook(param, n=n):
-                acc[n].add_(param.grad.float().square())
-                param.grad = None
+    def add(n, param):
+        acc[n].add_(param.grad.float().square())
 
-            handles.append(p.register_post_accumulate_grad_hook(hook))
-        count = 0
-        with progress("actquant: fisher", len(calib)) as bar:
-            for idx in _batches(calib, batch):
-                loss = sample_loss(model, calib, idx, lam, device, dtype, l1_reduction)
-                loss.backward()
-                count += 1
-                bar.advance(len(idx))
-    finally:
-        for h in handles:
-            h.remove()
-        for n, p in model.named_parameters():
-            p.requires_grad_(saved[n])
-            p.grad = None
+    count = _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, add, "actquant: fisher")
+    for a in acc.values():
+        a.div_(max(count, 1))
+    return acc
+
+
+def fisher_energy(
+    model: nn.Module,
+    calib: CalibrationSet,
+    params: dict[str, nn.Parameter],
+    lam: float,
+    device: torch.device,
+    dtype: torch.dtype,
+    batch: int = 1,
+    l1_reduction: str = "mean",
+) -> dict[str, torch.Tensor]:
+    """Per output row r of each parameter, sum_j F_rj w_rj^2 (F the mean squared gradient of L_AMF).
+
+    The first-order estimate of the loss increase when the row is perturbed by a relative error,
+    so a matrix's total is a Fisher sensitivity comparable across matrices. Only one float per row
+    is kept: one pass, no per-element accumulators, whatever the model size.
+    """
+    acc = {n: torch.zeros(p.shape[0], dtype=torch.float32, device=p.device) for n, p in params.items()}
+
+    def add(n, param):  # one tensor-sized temporary at a time
+        g2w2 = param.grad.float().square_().mul_(param.detach().float().square())
+        acc[n].add_(g2w2.reshape(param.shape[0], -1).sum(1))
+
+    count = _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, add, "actquant: fisher energy")
     for a in acc.values():
         a.div_(max(count, 1))
     return acc

@@ -43,7 +43,10 @@ class ActQuantOptions:
     error_model: str = "law"  # law (the paper's 2^-2b) | measured (each matrix's error per type)
     error_rows: int = 256  # rows sampled per matrix for error_model=measured
     lattice_weight: str = "llama"  # importance for types without the Eq. 11 alternation: llama | eq10
-    embed: str = "base"  # token embeddings (no HSIC term): base (the LLM's base type, spec) | budget (the budget's uniform type)
+    # the token table has no HSIC term (its input is a token id): fisher = a sensitivity from its AMF Fisher
+    # energy, put on the HSIC scale by the LLM matrices' median s/energy, allocated like any matrix;
+    # base = the LLM's base type (the spec's rule, the authors' code); budget = the budget's uniform type
+    embed: str = "fisher"  # fisher | base | budget
     # RBF bandwidth: auto = median (the classical heuristic, s = median pairwise distance) for the
     # paper preset, hbar (the authors' rule, s = median SQUARED distance) for the authors' preset
     bandwidth: str = "auto"  # auto | median | hbar
@@ -62,7 +65,7 @@ class ActQuantOptions:
         """Raise QuantError on an unknown switch value."""
         checks = {"preset": ("paper", "authors"), "allocation": ("hsic", "uniform"), "objective": OBJECTIVES,
                   "bandwidth": ("auto", "median", "hbar"), "error_model": ("law", "measured"),
-                  "lattice_weight": ("llama", "eq10"), "embed": ("base", "budget")}  # fmt: skip
+                  "lattice_weight": ("llama", "eq10"), "embed": ("fisher", "base", "budget")}  # fmt: skip
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise QuantError(f"actquant: {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
@@ -115,6 +118,7 @@ class TensorReport:
     achieved_error: float | None = None
     rel_weighted_error: float | None = None
     measured_rel: dict[str, float] | None = None  # error_model=measured: relative error per candidate type
+    fisher_energy: float | None = None  # embed=fisher: sum F w^2 (the LLM matrices and the token table)
     scales: str = "encoder"
 
 
@@ -130,6 +134,7 @@ class ActQuantReport:
     calibration: dict
     timings: dict = field(default_factory=dict)
     tensors: dict[str, TensorReport] = field(default_factory=dict)
+    embed: dict = field(default_factory=dict)  # how the token table's type was chosen (rule, kappa, energy, s)
 
     def to_json(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -160,8 +165,9 @@ class ActQuant(Quantizer):
 
     def _matrices(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict, candidates: list[str],
                   budget: float) -> list[Matrix]:  # fmt: skip
-        """The allocation problem: targets with sensitivities; embeddings and LM head fixed at the base
-        type (or the token table at the budget's uniform type with `embed=budget`)."""
+        """The allocation problem: targets with sensitivities; the LM head fixed at the base type, the
+        token table allocated with its Fisher-bridged sensitivity (`embed=fisher`, when `terms` has it),
+        at the budget's uniform type (`embed=budget`) or at the base type."""
         from omnimodel.quant import supported_types
 
         o = self.opts
@@ -181,7 +187,7 @@ class ActQuant(Quantizer):
             if name == "token_embd.weight" and o.embed == "budget" and o.preset == "paper":
                 fit = [t for t in types if allocate.TYPE_BITS[t] <= budget + 1e-9]
                 fixed = fit[-1] if fit else types[0]
-            elif name not in targets:
+            elif name not in targets and name not in terms:
                 fixed = allocate.fitting_candidates(cols, [base])[0] if cols % allocate.BLOCK.get(base, 256) == 0 else types[0]
             elif o.preset == "authors" and targets[name].component == "vision":
                 fixed = allocate.fitting_candidates(cols, [mix_types[name]])[0]
@@ -192,6 +198,45 @@ class ActQuant(Quantizer):
                 types = allocate.pareto_types(types, rel)
             mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed, rel=rel))
         return mats
+
+    def embed_rule(self) -> str:
+        """How the token table's type is chosen: the option, `base` under the authors' preset."""
+        return "base" if self.opts.preset == "authors" else self.opts.embed
+
+    def _embed_sensitivity(self, model, calib, tensors, targets, terms, device, dtype) -> tuple[dict, dict[str, float]]:
+        """The token table's sensitivity on the HSIC scale, added to `terms` (in place).
+
+        The table has no HSIC term: its input is a token id, and its output is part of the LLM's input
+        X itself. Its AMF Fisher energy E = sum_i F_i w_i^2 (the first-order loss increase under a
+        relative error, the quantity the 2^-2b law scales) is measured in one pass together with the
+        energies of the LLM matrices, and kappa = median over those matrices of s_l / E_l maps it
+        onto the sensitivity scale the solver uses: s_embed = kappa E_embed. Falls back to the base
+        type (recorded) where the model has no token table among the tensors or no LLM matrix has
+        both terms positive.
+        """
+        from actquant_plugin.fisher import fisher_energy
+        from omnimodel.ggufio import names
+
+        name = "token_embd.weight"
+        params = dict(model.named_parameters())
+        key = next((k for k in params if name in _safe_gguf_names(names, k)), None)
+        if name not in tensors or key is None:
+            return {"rule": "base", "reason": "no token table among the tensors"}, {}
+        llm = {t.module_name: t for t in targets.values() if t.component == "llm" and t.name in terms}
+        mods = {mn: params[f"{mn}.weight"] for mn in llm} | {key: params[key]}
+        rows = fisher_energy(model, calib, mods, self._lam(model), device, dtype, self.opts.fisher_batch,
+                             "sum" if self.opts.preset == "authors" else "mean")  # fmt: skip
+        energies = {t.name: float(rows[t.module_name][t.rows].sum()) for t in targets.values() if t.module_name in llm}
+        energies[name] = float(rows[key].sum())
+        ratios = [terms[n][2] / e for n, e in energies.items() if n != name and e > 0 and terms[n][2] > 0]
+        if not ratios or energies[name] <= 0:
+            return {"rule": "base", "reason": "no LLM matrix with positive sensitivity and Fisher energy"}, energies
+        kappa = float(np.median(ratios))
+        s = kappa * energies[name]
+        terms[name] = (None, None, s)
+        log.info("actquant: token table Fisher energy %.3g, kappa %.3g -> sensitivity %.3g", energies[name], kappa, s)
+        return {"rule": "fisher", "kappa": kappa, "energy": energies[name], "sensitivity": s,
+                "matrices": len(ratios)}, energies  # fmt: skip
 
     def _hsic_terms(self, model, calib, targets, device, dtype) -> dict[str, tuple[float, float, float]]:
         """(HSIC(X, Y_l), HSIC(Y_l, A), s_l) per target from pooled hidden states."""
@@ -256,6 +301,12 @@ class ActQuant(Quantizer):
         terms = self._hsic_terms(model, calib, targets, device, dtype) if o.allocation == "hsic" else {}
         timings["hsic"] = time.perf_counter() - t0
         log.info("actquant: HSIC terms (%.1f s)", timings["hsic"])
+        embed_info: dict[str, Any] = {"rule": self.embed_rule()}
+        energies: dict[str, float] = {}
+        if embed_info["rule"] == "fisher" and o.allocation == "hsic":
+            t0 = time.perf_counter()
+            embed_info, energies = self._embed_sensitivity(model, calib, tensors, targets, terms, device, dtype)
+            timings["embed_fisher"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         mats = self._matrices(tensors, targets, terms, candidates, budget)
         if o.allocation == "uniform":
@@ -278,7 +329,8 @@ class ActQuant(Quantizer):
         for m in mats:
             hx, ha, s = terms.get(m.name, (None, None, m.s))
             t = alloc.types[m.name]
-            rep[m.name] = TensorReport(t, m.numel, m.group, hx, ha, s, m.error(t), measured_rel=m.rel)
+            rep[m.name] = TensorReport(t, m.numel, m.group, hx, ha, s, m.error(t), measured_rel=m.rel,
+                                       fisher_energy=energies.get(m.name))  # fmt: skip
         timings["fisher"] = timings["scales"] = 0.0
         self._stage2(tensors, targets, alloc.types, model, calib, device, dtype, plans, rep, timings)
         for name in tensors:
@@ -292,6 +344,7 @@ class ActQuant(Quantizer):
             calibration={"frames": len(calib), "source": calib.source},
             timings=timings,
             tensors=rep,
+            embed=embed_info,
         )
         path = o.report or ctx.extra.get("report_path")
         if path:
@@ -350,6 +403,13 @@ class ActQuant(Quantizer):
             del fisher
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+def _safe_gguf_names(names, key: str) -> list[str]:
+    try:
+        return names.gguf_names(key)
+    except KeyError:
+        return []
 
 
 def _to_cpu(scales):

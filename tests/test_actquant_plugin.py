@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import require
@@ -88,6 +89,58 @@ def test_amf_plan_report_and_bytes(tiny, calib, tmp_path):
         else:  # lattice types: F * sqrt(sigma^2 + w^2) goes to the lattice encoder as importance
             assert r["scales"] == "importance"
     assert rows["token_embd.weight"]["hsic_x"] is None
+    # embed=fisher (default): the token table's sensitivity is kappa * its Fisher energy, kappa the
+    # median s_l / E_l over the LLM matrices, and the solver prices it like any matrix.
+    emb = data["embed"]
+    assert emb["rule"] == "fisher" and emb["energy"] > 0
+    ratios = [r["sensitivity"] / r["fisher_energy"] for n, r in rows.items()
+              if n.startswith("blk.") and r["fisher_energy"] and r["sensitivity"] > 0]  # fmt: skip
+    assert emb["matrices"] == len(ratios) >= 10
+    assert emb["kappa"] == pytest.approx(float(np.median(ratios)), rel=1e-9)
+    tok = rows["token_embd.weight"]
+    assert tok["fisher_energy"] == pytest.approx(emb["energy"])
+    assert tok["sensitivity"] == pytest.approx(emb["kappa"] * emb["energy"], rel=1e-9)
+    assert tok["predicted_error"] == pytest.approx(tok["sensitivity"] * 2.0 ** (-2 * TYPE_BITS[tok["type"]]))
+    assert rows["output.weight"]["type"] == "IQ2_XXS" and rows["output.weight"]["fisher_energy"] is None
+    assert "embed_fisher" in data["timings"]
+
+
+def test_fisher_energy_is_the_row_sum_of_fisher_times_w2():
+    from actquant_plugin.calibration import random_set
+    from actquant_plugin.fisher import fisher_diagonal, fisher_energy
+    from omnimodel.models.openvla_oft import STOP_INDEX, OpenVLAOFT, preset
+
+    torch.manual_seed(0)
+
+    cfg = preset("openvla-oft-tiny")
+    model = OpenVLAOFT(cfg).eval()
+    cs = random_set(cfg, 3, seed=1)
+    params = dict(model.named_parameters())
+    pick = {k: params[k] for k in ("language_model.model.embed_tokens.weight", "language_model.model.layers.0.mlp.up_proj.weight")}
+    cpu = torch.device("cpu")
+    f = fisher_diagonal(model, cs, pick, 0.5, cpu, torch.float32)
+    e = fisher_energy(model, cs, pick, 0.5, cpu, torch.float32)
+    for k, p in pick.items():
+        want = (f[k] * p.detach() ** 2).sum(1)
+        assert e[k].shape == (p.shape[0],)
+        assert torch.allclose(e[k], want, rtol=1e-4, atol=1e-12) and float(want.sum()) > 0
+    # only the prompt's tokens and the stop token get gradient: the other rows have zero energy
+    used = {t for p in cs.prompts for t in p} | {STOP_INDEX}
+    unused = [r for r in range(pick["language_model.model.embed_tokens.weight"].shape[0]) if r not in used]
+    assert float(e["language_model.model.embed_tokens.weight"][unused].abs().max()) == 0.0
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())
+
+
+def test_embed_rules_base_and_budget(tiny, calib, tmp_path):
+    base = ActQuant(ActQuantOptions(bpw=3.0, objective="none", embed="base", device="cpu"))
+    convert(tiny, tmp_path / "b.gguf", base, calibration=calib)
+    assert base.report.embed == {"rule": "base"} and base.report.tensors["token_embd.weight"].type == "IQ2_XXS"
+    assert "embed_fisher" not in base.report.timings
+    budget = ActQuant(ActQuantOptions(bpw=3.0, objective="none", embed="budget", device="cpu"))
+    convert(tiny, tmp_path / "u.gguf", budget, calibration=calib)
+    assert budget.report.tensors["token_embd.weight"].type == "Q2_K"  # the dearest type at or under 3.0
+    authors = ActQuant(ActQuantOptions(bpw=3.0, objective="none", preset="authors", device="cpu"))
+    assert authors.embed_rule() == "base"
 
 
 def test_uniform_allocation_ablation(tiny, calib, tmp_path):
