@@ -28,6 +28,7 @@ class CalibrationSet:
     actions: np.ndarray
     source: str = ""
     pixels: torch.Tensor | None = None  # optional precomputed pixel values (random sets)
+    suites: list[str] | None = None  # each frame's suite (demonstration sets)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -90,6 +91,7 @@ def from_demos(
         prompts=prompts,
         actions=np.stack([normalize_actions(s.actions, stats) for s in samples]).astype(np.float32),
         source=str(root),
+        suites=[chosen[e].suite for e, _ in pairs],
     )
 
 
@@ -133,6 +135,7 @@ def subset(cs: CalibrationSet, idx: np.ndarray) -> CalibrationSet:
         actions=cs.actions[idx],
         source=cs.source,
         pixels=None if cs.pixels is None else cs.pixels[torch.from_numpy(np.asarray(idx))],
+        suites=None if cs.suites is None else [cs.suites[i] for i in idx],
     )
 
 

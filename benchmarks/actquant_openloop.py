@@ -7,7 +7,7 @@ A closed-loop row takes minutes; this takes seconds per method (plus calibration
 quick way to compare options before a closed-loop table. Each SPEC is a `--method` of
 `omnimodel quantize` (the budget inside it for actquant). The frames are drawn from every episode
 under DEMOS with their own seed, apart from the calibration rule's selection. Reports, per method:
-written bpw, mean squared action error against the fp32 policy (normalised units), L1 against the
+written bpw, mean squared action error against the fp32 policy (normalised units; overall and per suite), L1 against the
 demonstrated actions, and the element count per GGML type.
 """
 
@@ -40,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", type=Path, required=True)
     ap.add_argument("--demos", type=Path, required=True, help="LIBERO-style demonstrations (omnimodel suite export)")
-    ap.add_argument("--frames", type=int, default=96, help="held-out frames to compare on")
+    ap.add_argument("--frames", type=int, default=480, help="held-out frames to compare on (96 proved too few to rank methods)")
     ap.add_argument("--calib-frames", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="append the rows to this JSON file")
@@ -59,6 +59,7 @@ def main() -> None:
     frames = from_demos(args.demos, None, policy.tokenizer, policy.cfg.text_vocab, args.frames, seed=123, select=False)
     ref = actions(policy, frames)
     gt = frames.actions.reshape(ref.shape)
+    suites = np.array(frames.suites)
     rows = []
     for spec in args.specs:
         t0 = time.perf_counter()
@@ -68,14 +69,20 @@ def main() -> None:
             res = quantize(str(args.checkpoint), spec, out, None, args.demos if calibrated else None,
                            args.calib_frames if calibrated else None)  # fmt: skip
             counts: dict[str, int] = {}
-            for r in json.loads(res.report_path.read_text())["tensors"].values() if res.report_path else ():
+            tensors = json.loads(res.report_path.read_text())["tensors"] if res.report_path else {}
+            for r in tensors.values():
                 counts[r["type"]] = counts.get(r["type"], 0) + r["numel"]
+            token_type = tensors.get("token_embd.weight", {}).get("type")
             a = actions(load_policy_for(Path(td), args.checkpoint, "sim"), frames)
-        row = {"spec": spec, "bpw": res.convert.bpw, "mse_vs_fp32": float(((a - ref) ** 2).mean()),
-               "l1_vs_demo": float(np.abs(a - gt).mean()), "types": counts, "seconds": time.perf_counter() - t0}  # fmt: skip
+        err = ((a - ref) ** 2).reshape(len(a), -1).mean(1)
+        per_suite = {s: float(err[suites == s].mean()) for s in sorted(set(suites))}
+        row = {"spec": spec, "bpw": res.convert.bpw, "mse_vs_fp32": float(err.mean()), "mse_per_suite": per_suite,
+               "l1_vs_demo": float(np.abs(a - gt).mean()), "types": counts, "token_embd": token_type,
+               "seconds": time.perf_counter() - t0}  # fmt: skip
         rows.append(row)
-        print(f"{spec:48s} {row['bpw']:.3f} bpw  mse vs fp32 {row['mse_vs_fp32']:.5f}  l1 vs demo {row['l1_vs_demo']:.4f}"
-              f"  ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+        cells = "  ".join(f"{s} {v:.5f}" for s, v in per_suite.items())
+        print(f"{spec:48s} {row['bpw']:.3f} bpw  mse vs fp32 {row['mse_vs_fp32']:.5f} ({cells})  l1 vs demo "
+              f"{row['l1_vs_demo']:.4f}  ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
     if args.out:
         from omnimodel.atomic import atomic_path
 

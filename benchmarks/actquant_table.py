@@ -197,7 +197,7 @@ def main() -> None:
         done[name] = row
         log.info("%s: %.3f bpw, mean success %.1f%%", name, q["bpw"], 100 * row["success_mean"])
         with atomic_path(out_json) as tmp:
-            tmp.write_text(json.dumps({"runtime": args.runtime, "episodes_per_task": args.episodes_per_task,
+            tmp.write_text(json.dumps({"runtime": args.runtime, "episodes_per_task": args.episodes_per_task, "seed": args.seed,
                                        "checkpoint": str(args.checkpoint), "rows": list(done.values())}, indent=1))  # fmt: skip
     order = {name: i for i, (_, name, _, _) in enumerate(plan)}
     rows = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))  # the plan's order, not the run's
