@@ -76,9 +76,11 @@ def split_groups(params: dict[str, nn.Parameter], max_bytes: float | None) -> li
 
 
 def _squared_grad_pass(model: nn.Module, calib: CalibrationSet, params: dict[str, nn.Parameter], lam: float,
-                       device, dtype, batch: int, l1_reduction: str, on_grad, label: str) -> int:  # fmt: skip
-    """One backward pass of L_AMF per batch of frames; `on_grad(name, param)` sees each parameter's
-    gradient as soon as it is accumulated, and the gradient is dropped at once. Returns the batch count."""
+                       device, dtype, batch: int, l1_reduction: str, acc: dict[str, torch.Tensor], on_grad,
+                       label: str) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One backward pass of L_AMF per batch of frames; `on_grad(name, param)` adds each parameter's
+    gradient statistic into `acc` as soon as the gradient is accumulated, and the gradient is dropped
+    at once. Returns `acc` divided by the batch count (the mean over the calibration set)."""
     saved = {n: p.requires_grad for n, p in model.named_parameters()}
     handles = []
     count = 0
@@ -105,7 +107,9 @@ def _squared_grad_pass(model: nn.Module, calib: CalibrationSet, params: dict[str
         for n, p in model.named_parameters():
             p.requires_grad_(saved[n])
             p.grad = None
-    return count
+    for a in acc.values():
+        a.div_(max(count, 1))
+    return acc
 
 
 def fisher_diagonal(
@@ -124,10 +128,7 @@ def fisher_diagonal(
     def add(n, param):
         acc[n].add_(param.grad.float().square())
 
-    count = _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, add, "actquant: fisher")
-    for a in acc.values():
-        a.div_(max(count, 1))
-    return acc
+    return _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, acc, add, "actquant: fisher")
 
 
 def fisher_energy(
@@ -152,7 +153,4 @@ def fisher_energy(
         g2w2 = param.grad.float().square_().mul_(param.detach().float().square())
         acc[n].add_(g2w2.reshape(param.shape[0], -1).sum(1))
 
-    count = _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, add, "actquant: fisher energy")
-    for a in acc.values():
-        a.div_(max(count, 1))
-    return acc
+    return _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, acc, add, "actquant: fisher energy")

@@ -184,7 +184,7 @@ class ActQuant(Quantizer):
             if o.preset == "authors" and base in types:
                 types = types[types.index(base) :]
             fixed = None
-            if name == "token_embd.weight" and o.embed == "budget" and o.preset == "paper":
+            if name == "token_embd.weight" and self.embed_rule() == "budget":
                 fit = [t for t in types if allocate.TYPE_BITS[t] <= budget + 1e-9]
                 fixed = fit[-1] if fit else types[0]
             elif name not in targets and name not in terms:
@@ -215,15 +215,14 @@ class ActQuant(Quantizer):
         both terms positive.
         """
         from actquant_plugin.fisher import fisher_energy
-        from omnimodel.ggufio import names
 
         name = "token_embd.weight"
-        params = dict(model.named_parameters())
-        key = next((k for k in params if name in _safe_gguf_names(names, k)), None)
-        if name not in tensors or key is None:
+        lm = getattr(model, "language_model", None)
+        if name not in tensors or lm is None:
             return {"rule": "base", "reason": "no token table among the tensors"}, {}
+        key = "token_embd"  # a label: the table is transformers' input embedding of the LLM
         llm = {t.module_name: t for t in targets.values() if t.component == "llm" and t.name in terms}
-        mods = {mn: params[f"{mn}.weight"] for mn in llm} | {key: params[key]}
+        mods = {mn: t.module.weight for mn, t in llm.items()} | {key: lm.get_input_embeddings().weight}
         rows = fisher_energy(model, calib, mods, self._lam(model), device, dtype, self.opts.fisher_batch,
                              "sum" if self.opts.preset == "authors" else "mean")  # fmt: skip
         energies = {t.name: float(rows[t.module_name][t.rows].sum()) for t in targets.values() if t.module_name in llm}
@@ -403,13 +402,6 @@ class ActQuant(Quantizer):
             del fisher
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-
-
-def _safe_gguf_names(names, key: str) -> list[str]:
-    try:
-        return names.gguf_names(key)
-    except KeyError:
-        return []
 
 
 def _to_cpu(scales):

@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.actquant_table import ABLATION_BPW, BUDGETS, in_plan_order, table1_rows, table4_rows  # noqa: E402
+
 
 def load(paths: list[Path]) -> dict[int, dict]:
     """seed -> table.json; the seed comes from the file (`seed`, default 0), each at most once."""
@@ -31,6 +33,8 @@ def load(paths: list[Path]) -> dict[int, dict]:
             data = json.loads(p.read_text())
         except (OSError, ValueError) as e:
             raise OmniError(f"{p}: not a readable table.json ({e}); pass the WORK/table.json of actquant_table.py") from None
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "episodes_per_task" not in data:
+            raise OmniError(f"{p}: no rows / episodes_per_task; pass the WORK/table.json of actquant_table.py")
         seed = int(data.get("seed", 0))
         if seed in out:
             raise OmniError(f"{p}: seed {seed} is given twice; pass one table per seed")
@@ -39,24 +43,15 @@ def load(paths: list[Path]) -> dict[int, dict]:
 
 
 def pool(tables: dict[int, dict]) -> list[dict]:
-    """One pooled row per row name, in the order of first appearance."""
-    names: list[str] = []
+    """One pooled row per row name, in the table's order (rows it does not plan last, as first seen)."""
     by: dict[str, dict[int, dict]] = {}
     for seed, t in sorted(tables.items()):
-        eps = int(t["episodes_per_task"])
         for r in t["rows"]:
-            if r["name"] not in by:
-                names.append(r["name"])
-                by[r["name"]] = {}
-            by[r["name"]][seed] = r | {"episodes_per_task": eps}
-    from benchmarks.actquant_table import BUDGETS, table1_rows, table4_rows
-
-    plan = [r[0] for r in table1_rows(BUDGETS, None) + table4_rows(2.7)]
-    first = {n: i for i, n in enumerate(names)}
-    names.sort(key=lambda n: (plan.index(n) if n in plan else len(plan), first[n]))  # the table's order
+            by.setdefault(r["name"], {})[seed] = r | {"episodes_per_task": int(t["episodes_per_task"])}
+    plan = [r[0] for r in table1_rows(BUDGETS, None) + table4_rows(ABLATION_BPW)]
     fp16 = by.get("fp16", {})
     rows = []
-    for name in names:
+    for name in (r["name"] for r in in_plan_order([{"name": n} for n in by], plan)):
         seeds = by[name]
         suites = sorted({s for r in seeds.values() for s in r["success_per_suite"]})
         weights = {k: r["episodes_per_task"] for k, r in seeds.items()}

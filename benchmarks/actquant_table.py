@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 log = logging.getLogger("actquant_table")
 BUDGETS = (4.0, 3.5, 3.0, 2.5, 2.0)
+ABLATION_BPW = 2.7
 
 
 # The single GGML type whose bits per weight is nearest each budget (what a uniform baseline can reach).
@@ -60,6 +61,12 @@ def table4_rows(bpw: float) -> list[tuple[str, str, dict]]:
     rows.append(("ablation: + HSIC bit allocation", "actquant", {"bpw": bpw, "allocation": "hsic", "objective": "amf"}))
     rows.append(("ablation: authors' preset", "actquant", {"bpw": bpw, "preset": "authors"}))
     return rows
+
+
+def in_plan_order(rows: list[dict], names: list[str]) -> list[dict]:
+    """`rows` sorted as `names` lists them (the plan's order, not the run's); unknown names last, as given."""
+    index = {n: i for i, n in enumerate(names)}
+    return sorted(rows, key=lambda r: index.get(r["name"], len(index)))
 
 
 def ensure_demos(work: Path, episodes: int) -> Path:
@@ -146,7 +153,7 @@ def main() -> None:
     ap.add_argument("--episodes-per-task", type=int, default=10)
     ap.add_argument("--suites", default="", help="comma-separated (default: all four)")
     ap.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
-    ap.add_argument("--ablation-bpw", type=float, default=2.7)
+    ap.add_argument("--ablation-bpw", type=float, default=ABLATION_BPW)
     ap.add_argument("--only", default="", help="comma-separated row-name prefixes to run")
     ap.add_argument("--runtime", choices=("native", "sim"), default="native")
     ap.add_argument("--build", type=Path, default=None, help="an existing native build directory")
@@ -199,8 +206,7 @@ def main() -> None:
         with atomic_path(out_json) as tmp:
             tmp.write_text(json.dumps({"runtime": args.runtime, "episodes_per_task": args.episodes_per_task, "seed": args.seed,
                                        "checkpoint": str(args.checkpoint), "rows": list(done.values())}, indent=1))  # fmt: skip
-    order = {name: i for i, (_, name, _, _) in enumerate(plan)}
-    rows = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))  # the plan's order, not the run's
+    rows = in_plan_order(list(done.values()), [name for _, name, _, _ in plan])
     md = "## Table 1\n\n" + markdown([r for r in rows if r["table"] == "table1"], suite_names)
     md += f"\n## Table 4 (ablation, {args.ablation_bpw} bpw)\n\n" + markdown([r for r in rows if r["table"] == "table4"], suite_names)
     with atomic_path(args.work / "table.md") as tmp:
