@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Effective bits per weight (scales included) of the candidate types, cheapest first (spec table).
 TYPE_BITS: dict[str, float] = {
+    "IQ1_S": 1.5625,
+    "IQ1_M": 1.75,
     "IQ2_XXS": 2.0625,
     "IQ2_XS": 2.3125,
     "IQ2_S": 2.5625,
@@ -38,6 +40,9 @@ TYPE_BITS: dict[str, float] = {
 }
 BLOCK = {"IQ4_NL": 32, "Q8_0": 32, "F16": 1}  # everything else: super-blocks of 256
 PAPER_CANDIDATES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS", "Q3_K", "IQ4_XS", "Q4_K", "Q5_K", "Q6_K", "Q8_0")
+# the ternary types join the candidates below 2-bit budgets (ActQuantOptions.iq1)
+IQ1_CANDIDATES = ("IQ1_S", "IQ1_M")
+IQ1_AUTO_BELOW = 2.3125  # IQ2_XS: under it the 2-bit types alone leave almost no room to mix
 # used only for matrices whose rows fit none of the candidates (e.g. SigLIP's 1152/4304 columns)
 ROW_FALLBACKS = ("IQ4_NL", "Q8_0", "F16")
 

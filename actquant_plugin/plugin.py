@@ -47,6 +47,9 @@ class ActQuantOptions:
     # energy, put on the HSIC scale by the LLM matrices' median s/energy, allocated like any matrix;
     # base = the LLM's base type (the spec's rule, the authors' code); budget = the budget's uniform type
     embed: str = "fisher"  # fisher | base | budget
+    # the ternary types IQ1_S (1.5625 bpw) and IQ1_M (1.75) as candidates: auto = for budgets below
+    # IQ2_XS's 2.3125 bpw (where the 2-bit types alone leave almost no room to mix), on, off
+    iq1: str = "auto"  # auto | on | off
     # RBF bandwidth: auto = median (the classical heuristic, s = median pairwise distance) for the
     # paper preset, hbar (the authors' rule, s = median SQUARED distance) for the authors' preset
     bandwidth: str = "auto"  # auto | median | hbar
@@ -65,7 +68,8 @@ class ActQuantOptions:
         """Raise QuantError on an unknown switch value."""
         checks = {"preset": ("paper", "authors"), "allocation": ("hsic", "uniform"), "objective": OBJECTIVES,
                   "bandwidth": ("auto", "median", "hbar"), "error_model": ("law", "measured"),
-                  "lattice_weight": ("llama", "eq10"), "embed": ("fisher", "base", "budget")}  # fmt: skip
+                  "lattice_weight": ("llama", "eq10"), "embed": ("fisher", "base", "budget"),
+                  "iq1": ("auto", "on", "off")}  # fmt: skip
         for key, allowed in checks.items():
             if getattr(self, key) not in allowed:
                 raise QuantError(f"actquant: {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
@@ -199,6 +203,14 @@ class ActQuant(Quantizer):
             mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed, rel=rel))
         return mats
 
+    def candidates(self, budget: float) -> list[str]:
+        """The candidate types for a budget: the paper's, plus the IQ1 types where `iq1` asks for them
+        (never under the authors' preset, whose base type is IQ2_XS)."""
+        o = self.opts
+        iq1 = o.iq1 == "on" or (o.iq1 == "auto" and budget < allocate.IQ1_AUTO_BELOW)
+        wanted = allocate.PAPER_CANDIDATES + (allocate.IQ1_CANDIDATES if iq1 and o.preset == "paper" else ())
+        return allocate.available_candidates(wanted)
+
     def embed_rule(self) -> str:
         """How the token table's type is chosen: the option, `base` under the authors' preset."""
         return "base" if self.opts.preset == "authors" else self.opts.embed
@@ -293,7 +305,7 @@ class ActQuant(Quantizer):
         targets = find_targets(model, tensors, cfg, check=o.check_layout)
         timings["calibration"] = time.perf_counter() - t0
         log.info("actquant: calibration %d frames, %d targets (%.1f s)", len(calib), len(targets), timings["calibration"])
-        candidates = allocate.available_candidates()
+        candidates = self.candidates(budget)
 
         # Stage 1: sensitivities and the allocation
         t0 = time.perf_counter()
@@ -336,7 +348,8 @@ class ActQuant(Quantizer):
             plans.setdefault(name, TensorPlan(alloc.types[name]))
         self.report = ActQuantReport(
             method=self.name,
-            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model), "bandwidth_effective": self.bandwidth_rule()},
+            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model), "bandwidth_effective": self.bandwidth_rule(),
+                                             "candidates": candidates},
             budget_bpw=float(budget),
             planned_bpw=float(planned_bpw),
             objective_value=float(allocate.objective(mats, alloc.types)),

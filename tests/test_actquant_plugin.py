@@ -105,6 +105,31 @@ def test_amf_plan_report_and_bytes(tiny, calib, tmp_path):
     assert "embed_fisher" in data["timings"]
 
 
+def test_iq1_types_join_below_two_bits(tiny, calib, tmp_path):
+    # budget 2.0 is below every 2-bit type (IQ2_XXS: 2.0625): with iq1=auto the ternary types join
+    # the candidates, the budget is met, and the matrices OFT never runs (s = 0) take IQ1_S
+    q = ActQuant(ActQuantOptions(bpw=2.0, objective="none", device="cpu"))
+    res = convert(tiny, tmp_path / "m.gguf", q, calibration=calib)
+    assert abs(res.bpw - 2.0) <= 0.02 and res.bpw <= 2.0 + 1e-9
+    assert {"IQ1_S", "IQ1_M"} <= set(q.report.options["candidates"])
+    rows = q.report.tensors
+    zero = [n for n, r in rows.items() if r.sensitivity == 0]
+    assert "output.weight" in zero and all(res.types[n] == "IQ1_S" for n in zero)
+    assert any(TYPE_BITS[res.types[n]] > 2.0625 for n in rows), "the bits saved buy upgrades elsewhere"
+    # the most sensitive matrix is never below the least sensitive one
+    by_s = sorted((r.sensitivity, TYPE_BITS[r.type]) for n, r in rows.items() if n.startswith("blk."))
+    assert by_s[-1][1] >= by_s[0][1]
+    # iq1=off: the 2-bit floor, budget infeasible, every matrix at IQ2_XXS
+    q = ActQuant(ActQuantOptions(bpw=2.0, objective="none", device="cpu", iq1="off"))
+    res = convert(tiny, tmp_path / "off.gguf", q, calibration=calib)
+    assert set(res.types[n] for n in q.report.tensors) == {"IQ2_XXS"}
+    assert not {"IQ1_S", "IQ1_M"} & set(q.report.options["candidates"])
+    # auto leaves budgets from IQ2_XS up as they were; on adds the types everywhere
+    assert "IQ1_S" not in ActQuant(ActQuantOptions(bpw=2.5)).candidates(2.5)
+    assert "IQ1_S" in ActQuant(ActQuantOptions(iq1="on")).candidates(2.5)
+    assert "IQ1_S" not in ActQuant(ActQuantOptions(preset="authors")).candidates(2.0)
+
+
 def test_fisher_energy_is_the_row_sum_of_fisher_times_w2():
     from actquant_plugin.calibration import random_set
     from actquant_plugin.fisher import fisher_diagonal, fisher_energy

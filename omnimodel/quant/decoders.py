@@ -134,7 +134,8 @@ def decode(data: torch.Tensor, qtype: str, shape: tuple[int, int]) -> torch.Tens
     else:
         from omnimodel.quant import lattice
 
-        if fmt.name not in lattice.LATTICE_DECODERS:
+        grid_types = lattice.grid_decoders()
+        if fmt.name not in grid_types:
             raise QuantError(f"no decoder for {fmt.name} yet")
-        y = lattice.LATTICE_DECODERS[fmt.name](blocks)
+        y = grid_types[fmt.name](blocks)
     return y.reshape(rows, cols)

@@ -318,7 +318,7 @@ def supported_types() -> list[str]:
     """Type names `encode` can write."""
     from omnimodel.quant import lattice
 
-    return ["F32", "F16", "BF16", *_BLOCK_ENCODERS, *lattice.LATTICE_ENCODERS]
+    return ["F32", "F16", "BF16", *_BLOCK_ENCODERS, *lattice.grid_encoders()]
 
 
 def _slice_scales(scales, r0: int, r1: int):
@@ -351,9 +351,10 @@ def encode(
     else:
         from omnimodel.quant import lattice
 
-        if fmt.name not in lattice.LATTICE_ENCODERS:
+        grid_types = lattice.grid_encoders()
+        if fmt.name not in grid_types:
             raise QuantError(f"tensor {name!r}: no encoder for {fmt.name} yet")
-        enc, fixed_ok = lattice.LATTICE_ENCODERS[fmt.name], SymmetricScales
+        enc, fixed_ok = grid_types[fmt.name], SymmetricScales
     if scales is not None and not isinstance(scales, fixed_ok):
         raise QuantError(f"tensor {name!r}: {fmt.name} takes {fixed_ok.__name__}, got {type(scales).__name__}")
     bs = fmt.block_size

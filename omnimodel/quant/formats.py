@@ -34,6 +34,7 @@ class QuantFormat:
 _NAMES = [
     "F32", "F16", "BF16", "Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K",
     "IQ4_NL", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_S", "IQ2_XS", "IQ2_XXS",
+    "IQ1_M", "IQ1_S",
 ]
 
 
@@ -52,7 +53,7 @@ FORMATS: dict[str, QuantFormat] = _build_table()
 FALLBACK = {
     "Q6_K": "Q8_0", "Q5_K": "Q8_0", "Q4_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q2_K": "IQ4_NL",
     "IQ4_XS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ3_XXS": "IQ4_NL", "IQ2_S": "IQ4_NL",
-    "IQ2_XS": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ4_NL": "Q8_0", "Q8_0": "F16",
+    "IQ2_XS": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ1_S": "IQ4_NL", "IQ4_NL": "Q8_0", "Q8_0": "F16",
 }
 
 

@@ -387,3 +387,17 @@ def _decoder(name: str):
 
 LATTICE_ENCODERS: dict = {n: _encoder(n) for n in LATTICES}
 LATTICE_DECODERS: dict = {n: _decoder(n) for n in LATTICES}
+
+
+def grid_encoders() -> dict:
+    """Encoders of every grid type: these lattices and the ternary IQ1 types (omnimodel.quant.iq1)."""
+    from omnimodel.quant import iq1
+
+    return LATTICE_ENCODERS | iq1.IQ1_ENCODERS
+
+
+def grid_decoders() -> dict:
+    """Decoders of every grid type, as grid_encoders()."""
+    from omnimodel.quant import iq1
+
+    return LATTICE_DECODERS | iq1.IQ1_DECODERS

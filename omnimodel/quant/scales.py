@@ -23,6 +23,7 @@ class SymmetricScales:
     - IQ2/IQ3 lattice types: `sub` is the stored sub-block code (IQ2_XXS/IQ3_XXS 0..15 per 32,
       IQ2_XS/IQ2_S 0..15 per 16, IQ3_S 0..15 per 32); the decoder's scale is d*(0.5+code)*0.25
       (IQ2_XXS, IQ2_XS, IQ2_S), d*(0.5+code)*0.5 (IQ3_XXS) or d*(1+2*code) (IQ3_S).
+    - IQ1_S / IQ1_M: `sub` is the 3-bit code 0..7 (per 32 / per 16); the decoder's scale is d*(1+2*code).
     """
 
     d: torch.Tensor
