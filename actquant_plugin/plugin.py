@@ -47,8 +47,10 @@ class ActQuantOptions:
     # energy, put on the HSIC scale by the LLM matrices' median s/energy, allocated like any matrix;
     # base = the LLM's base type (the spec's rule, the authors' code); budget = the budget's uniform type
     embed: str = "fisher"  # fisher | base | budget
-    # the ternary types IQ1_S (1.5625 bpw) and IQ1_M (1.75) as candidates: auto = for budgets below
-    # IQ2_XS's 2.3125 bpw (where the 2-bit types alone leave almost no room to mix), on, off
+    # the ternary types IQ1_S (1.5625 bpw) and IQ1_M (1.75): auto = candidates for every matrix below
+    # IQ2_XS's 2.3125 bpw (where the 2-bit types alone leave almost no room to mix), and at any budget
+    # IQ1_S for the matrices the action never reads (LM head, tower blocks after the feature layer);
+    # on = candidates for every matrix at any budget; off = never
     iq1: str = "auto"  # auto | on | off
     # RBF bandwidth: auto = median (the classical heuristic, s = median pairwise distance) for the
     # paper preset, hbar (the authors' rule, s = median SQUARED distance) for the authors' preset
@@ -139,6 +141,7 @@ class ActQuantReport:
     timings: dict = field(default_factory=dict)
     tensors: dict[str, TensorReport] = field(default_factory=dict)
     embed: dict = field(default_factory=dict)  # how the token table's type was chosen (rule, kappa, energy, s)
+    unread: list = field(default_factory=list)  # matrices the action never reads, fixed at the cheapest type
 
     def to_json(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -169,9 +172,10 @@ class ActQuant(Quantizer):
 
     def _matrices(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict, candidates: list[str],
                   budget: float) -> list[Matrix]:  # fmt: skip
-        """The allocation problem: targets with sensitivities; the LM head fixed at the base type, the
-        token table allocated with its Fisher-bridged sensitivity (`embed=fisher`, when `terms` has it),
-        at the budget's uniform type (`embed=budget`) or at the base type."""
+        """The allocation problem: targets with sensitivities; the matrices the action never reads fixed
+        at IQ1_S (`_unread`; else the LM head at the base type), the token table allocated with its
+        Fisher-bridged sensitivity (`embed=fisher`, when `terms` has it), at the budget's uniform type
+        (`embed=budget`) or at the base type."""
         from omnimodel.quant import supported_types
 
         o = self.opts
@@ -188,7 +192,9 @@ class ActQuant(Quantizer):
             if o.preset == "authors" and base in types:
                 types = types[types.index(base) :]
             fixed = None
-            if name == "token_embd.weight" and self.embed_rule() == "budget":
+            if self._unread(name, targets, terms):  # the action never sees it: the cheapest type there is
+                fixed = allocate.fitting_candidates(cols, self.candidates(0.0))[0]
+            elif name == "token_embd.weight" and self.embed_rule() == "budget":
                 fit = [t for t in types if allocate.TYPE_BITS[t] <= budget + 1e-9]
                 fixed = fit[-1] if fit else types[0]
             elif name not in targets and name not in terms:
@@ -202,6 +208,15 @@ class ActQuant(Quantizer):
                 types = allocate.pareto_types(types, rel)
             mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed, rel=rel))
         return mats
+
+    def _unread(self, name: str, targets: dict, terms: dict) -> bool:
+        """A matrix the action path never reads: the LM head (OFT never runs it) or a target no
+        calibration forward pass reached (the tower blocks after the feature layer). Under the paper
+        preset with HSIC allocation and iq1 not off, it takes the cheapest type (IQ1_S) at any budget."""
+        o = self.opts
+        if o.preset != "paper" or o.allocation != "hsic" or o.iq1 == "off":
+            return False
+        return name == "output.weight" or (name in targets and name not in terms)
 
     def candidates(self, budget: float) -> list[str]:
         """The candidate types for a budget: the paper's, plus the IQ1 types where `iq1` asks for them
@@ -357,6 +372,7 @@ class ActQuant(Quantizer):
             timings=timings,
             tensors=rep,
             embed=embed_info,
+            unread=[m.name for m in mats if self._unread(m.name, targets, terms)],
         )
         path = o.report or ctx.extra.get("report_path")
         if path:

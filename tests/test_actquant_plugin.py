@@ -101,7 +101,14 @@ def test_amf_plan_report_and_bytes(tiny, calib, tmp_path):
     assert tok["fisher_energy"] == pytest.approx(emb["energy"])
     assert tok["sensitivity"] == pytest.approx(emb["kappa"] * emb["energy"], rel=1e-9)
     assert tok["predicted_error"] == pytest.approx(tok["sensitivity"] * 2.0 ** (-2 * TYPE_BITS[tok["type"]]))
-    assert rows["output.weight"]["type"] == "IQ2_XXS" and rows["output.weight"]["fisher_energy"] is None
+    assert rows["output.weight"]["fisher_energy"] is None
+    # the matrices the action never reads (the LM head; the tower blocks after the feature layer, which
+    # no calibration pass reaches) take IQ1_S at any budget; at 3.0 no other matrix is below 2 bits
+    unread = set(data["unread"])
+    assert "output.weight" in unread and {n for n in unread if n.startswith(("v.", "v2."))}
+    assert all(rows[n]["type"] == "IQ1_S" and rows[n]["hsic_x"] is None for n in unread)
+    assert all(TYPE_BITS[r["type"]] >= 2.0625 for n, r in rows.items() if n not in unread)
+    assert "IQ1_S" not in data["options"]["candidates"]
     assert "embed_fisher" in data["timings"]
 
 
@@ -115,6 +122,7 @@ def test_iq1_types_join_below_two_bits(tiny, calib, tmp_path):
     rows = q.report.tensors
     zero = [n for n, r in rows.items() if r.sensitivity == 0]
     assert "output.weight" in zero and all(res.types[n] == "IQ1_S" for n in zero)
+    assert set(q.report.unread) <= set(zero)
     assert any(TYPE_BITS[res.types[n]] > 2.0625 for n in rows), "the bits saved buy upgrades elsewhere"
     # the most sensitive matrix is never below the least sensitive one
     by_s = sorted((r.sensitivity, TYPE_BITS[r.type]) for n, r in rows.items() if n.startswith("blk."))
@@ -124,7 +132,9 @@ def test_iq1_types_join_below_two_bits(tiny, calib, tmp_path):
     res = convert(tiny, tmp_path / "off.gguf", q, calibration=calib)
     assert set(res.types[n] for n in q.report.tensors) == {"IQ2_XXS"}
     assert not {"IQ1_S", "IQ1_M"} & set(q.report.options["candidates"])
-    # auto leaves budgets from IQ2_XS up as they were; on adds the types everywhere
+    # iq1=off also keeps the unread matrices at the 2-bit floor
+    assert q.report.unread == [] and res.types["output.weight"] == "IQ2_XXS"
+    # auto: every matrix may take an IQ1 type only below IQ2_XS; on: at any budget
     assert "IQ1_S" not in ActQuant(ActQuantOptions(bpw=2.5)).candidates(2.5)
     assert "IQ1_S" in ActQuant(ActQuantOptions(iq1="on")).candidates(2.5)
     assert "IQ1_S" not in ActQuant(ActQuantOptions(preset="authors")).candidates(2.0)
@@ -160,6 +170,7 @@ def test_embed_rules_base_and_budget(tiny, calib, tmp_path):
     base = ActQuant(ActQuantOptions(bpw=3.0, objective="none", embed="base", device="cpu"))
     convert(tiny, tmp_path / "b.gguf", base, calibration=calib)
     assert base.report.embed == {"rule": "base"} and base.report.tensors["token_embd.weight"].type == "IQ2_XXS"
+    assert "token_embd.weight" not in base.report.unread  # the table is read: base type, not IQ1_S
     assert "embed_fisher" not in base.report.timings
     budget = ActQuant(ActQuantOptions(bpw=3.0, objective="none", embed="budget", device="cpu"))
     convert(tiny, tmp_path / "u.gguf", budget, calibration=calib)
@@ -176,6 +187,7 @@ def test_uniform_allocation_ablation(tiny, calib, tmp_path):
     assert set(res.types[n] for n in q.report.tensors if n not in fixed) == {"Q2_K"}
     assert {res.types[n] for n in fixed if n in q.report.tensors} <= {"IQ2_XXS"}
     assert all(r["hsic_x"] is None for r in q.report.to_json()["tensors"].values())
+    assert q.report.unread == []  # no HSIC pass, so nothing is known to be unread
 
 
 def test_measured_error_model(tiny, calib, tmp_path):
