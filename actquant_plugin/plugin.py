@@ -171,9 +171,9 @@ class ActQuant(Quantizer):
         return "hbar" if self.opts.preset == "authors" else "median"
 
     def _matrices(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict, candidates: list[str],
-                  budget: float) -> list[Matrix]:  # fmt: skip
+                  budget: float, unread: set[str]) -> list[Matrix]:  # fmt: skip
         """The allocation problem: targets with sensitivities; the matrices the action never reads fixed
-        at IQ1_S (`_unread`; else the LM head at the base type), the token table allocated with its
+        at the cheapest type (`unread`, from `_unread`; else the LM head at the base type), the token table allocated with its
         Fisher-bridged sensitivity (`embed=fisher`, when `terms` has it), at the budget's uniform type
         (`embed=budget`) or at the base type."""
         from omnimodel.quant import supported_types
@@ -181,6 +181,7 @@ class ActQuant(Quantizer):
         o = self.opts
         base = "IQ2_XS" if o.preset == "authors" and "IQ2_XS" in supported_types() else candidates[0]
         mats = []
+        floor = self.candidates(0.0) if unread else []  # the cheapest types there are, IQ1_S first
         mix_types = None
         if o.preset == "authors":
             from actquant_plugin.baselines import mix_types as mix
@@ -192,8 +193,8 @@ class ActQuant(Quantizer):
             if o.preset == "authors" and base in types:
                 types = types[types.index(base) :]
             fixed = None
-            if self._unread(name, targets, terms):  # the action never sees it: the cheapest type there is
-                fixed = allocate.fitting_candidates(cols, self.candidates(0.0))[0]
+            if name in unread:  # the action never sees it: the cheapest type there is
+                fixed = allocate.fitting_candidates(cols, floor)[0]
             elif name == "token_embd.weight" and self.embed_rule() == "budget":
                 fit = [t for t in types if allocate.TYPE_BITS[t] <= budget + 1e-9]
                 fixed = fit[-1] if fit else types[0]
@@ -209,14 +210,15 @@ class ActQuant(Quantizer):
             mats.append(Matrix(name, int(w.numel()), float(s), types, fixed=fixed, rel=rel))
         return mats
 
-    def _unread(self, name: str, targets: dict, terms: dict) -> bool:
-        """A matrix the action path never reads: the LM head (OFT never runs it) or a target no
+    def _unread(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict) -> list[str]:
+        """The matrices the action path never reads: the LM head (OFT never runs it) and the targets no
         calibration forward pass reached (the tower blocks after the feature layer). Under the paper
-        preset with HSIC allocation and iq1 not off, it takes the cheapest type (IQ1_S) at any budget."""
+        preset with HSIC allocation and iq1 not off they take the cheapest type (IQ1_S) at any budget;
+        otherwise none is singled out."""
         o = self.opts
         if o.preset != "paper" or o.allocation != "hsic" or o.iq1 == "off":
-            return False
-        return name == "output.weight" or (name in targets and name not in terms)
+            return []
+        return [n for n in tensors if n == "output.weight" or (n in targets and n not in terms)]
 
     def candidates(self, budget: float) -> list[str]:
         """The candidate types for a budget: the paper's, plus the IQ1 types where `iq1` asks for them
@@ -334,7 +336,8 @@ class ActQuant(Quantizer):
             embed_info, energies = self._embed_sensitivity(model, calib, tensors, targets, terms, device, dtype)
             timings["embed_fisher"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        mats = self._matrices(tensors, targets, terms, candidates, budget)
+        unread = self._unread(tensors, targets, terms)
+        mats = self._matrices(tensors, targets, terms, candidates, budget, set(unread))
         if o.allocation == "uniform":
             alloc = allocate.uniform_allocate(mats, budget)
         elif o.preset == "authors":
@@ -372,7 +375,7 @@ class ActQuant(Quantizer):
             timings=timings,
             tensors=rep,
             embed=embed_info,
-            unread=[m.name for m in mats if self._unread(m.name, targets, terms)],
+            unread=unread,
         )
         path = o.report or ctx.extra.get("report_path")
         if path:

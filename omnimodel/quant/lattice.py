@@ -389,6 +389,7 @@ LATTICE_ENCODERS: dict = {n: _encoder(n) for n in LATTICES}
 LATTICE_DECODERS: dict = {n: _decoder(n) for n in LATTICES}
 
 
+@functools.cache
 def grid_encoders() -> dict:
     """Encoders of every grid type: these lattices and the ternary IQ1 types (omnimodel.quant.iq1)."""
     from omnimodel.quant import iq1
@@ -396,6 +397,7 @@ def grid_encoders() -> dict:
     return LATTICE_ENCODERS | iq1.IQ1_ENCODERS
 
 
+@functools.cache
 def grid_decoders() -> dict:
     """Decoders of every grid type, as grid_encoders()."""
     from omnimodel.quant import iq1
