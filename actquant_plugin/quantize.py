@@ -51,7 +51,7 @@ def quantize(
     source = load_source(src)
     stats, tok = None, None
     if Path(src).is_dir():
-        from omnimodel.models.checkpoint import load_model
+        from omnimodel.archs.openvla_oft.checkpoint import load_model
         from omnimodel.models.tokenizer import load_tokenizer
 
         source.model = load_model(Path(src))
@@ -80,7 +80,7 @@ def quantize(
     # the converter builds its own context; pass the extras through a thin wrapper
     extra = {"stats": stats, "tokenizer": tok, "calib_frames": calib_frames, "device": None}
     quantizer = _WithExtra(quantizer, extra)
-    from omnimodel.codegen.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
 
     meta = runtime_metadata(source.config, stats or source.stats or None)
     res = convert(source, out, quantizer, metadata=meta, calibration=calibration, budget_bpw=bpw, device=device)

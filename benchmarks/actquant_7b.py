@@ -60,8 +60,8 @@ class LazyGGUFTensors(Mapping):
 
 def build_model(preset: str, device: torch.device):
     """The preset's OpenVLA-OFT in bf16 on `device`, random weights (default module init)."""
-    from omnimodel.models.openvla_oft import OpenVLAOFT
-    from omnimodel.models.openvla_oft import preset as get_preset
+    from omnimodel.archs.openvla_oft.model import OpenVLAOFT
+    from omnimodel.archs.openvla_oft.model import preset as get_preset
 
     cfg = get_preset(preset)
     old = torch.get_default_dtype()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def actions(policy, frames) -> np.ndarray:
     """(N, chunk, dim) normalised actions of `policy` on every frame."""
-    from omnimodel.models.policy import PolicyInputs
+    from omnimodel.archs.openvla_oft.policy import PolicyInputs
 
     cpu = torch.device("cpu")
     return np.stack([policy.predict_normalized(PolicyInputs(*frames.inputs(i, cpu, torch.float32))) for i in range(len(frames))])
@@ -53,7 +53,7 @@ def main() -> None:
     from actquant_plugin.calibration import from_demos
     from actquant_plugin.quantize import quantize
     from benchmarks.actquant_table import load_policy_for
-    from omnimodel.models.policy import load_policy
+    from omnimodel.archs.openvla_oft.policy import load_policy
 
     policy = load_policy(args.checkpoint)
     frames = from_demos(args.demos, None, policy.tokenizer, policy.cfg.text_vocab, args.frames, seed=123, select=False)

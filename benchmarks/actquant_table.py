@@ -123,7 +123,7 @@ def load_policy_for(run: Path, ckpt: Path, runtime: str, threads: int = 0):
         return rt.load(run, checkpoint=ckpt, **({"n_threads": threads} if threads else {}))
     import torch
 
-    from omnimodel.models.policy import load_policy
+    from omnimodel.archs.openvla_oft.policy import load_policy
     from omnimodel.quant_sim import simulate
 
     if threads:

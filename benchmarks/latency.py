@@ -58,7 +58,7 @@ def _source(args):
 def run_torch(args, dtype_name: str) -> dict:
     import torch
 
-    from omnimodel.models.policy import TorchPolicy
+    from omnimodel.archs.openvla_oft.policy import TorchPolicy
     from omnimodel.models.preprocess import select_stats
     from omnimodel.models.tokenizer import build_char_tokenizer
 
@@ -96,7 +96,7 @@ def run_torch(args, dtype_name: str) -> dict:
 
 def build_native(args, quant: str, root: Path) -> Path:
     from omnimodel.codegen.build import build_project
-    from omnimodel.codegen.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
     from omnimodel.codegen.render import render_project
     from omnimodel.ggufio.convert import convert
     from omnimodel.models.preprocess import select_stats

@@ -14,7 +14,7 @@ import json
 
 import torch
 
-from omnimodel.models.openvla_oft import DINOV2_L_REG4, SIGLIP_SO400M, TowerConfig, VisionTransformer
+from omnimodel.archs.openvla_oft.model import DINOV2_L_REG4, SIGLIP_SO400M, TowerConfig, VisionTransformer
 
 
 def compare_tower(cfg: TowerConfig, device: str, seed: int) -> dict:

@@ -16,7 +16,7 @@ import logging
 
 import torch
 
-from omnimodel.models.openvla_oft import OpenVLAOFTConfig, TowerConfig
+from omnimodel.archs.openvla_oft.model import OpenVLAOFTConfig, TowerConfig
 from omnimodel.train import TrainConfig, evaluate, train
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
+from omnimodel.archs.openvla_oft.policy import TorchPolicy
 from omnimodel.atomic import atomic_path
-from omnimodel.models.policy import TorchPolicy
 
 SAMPLE_INSTRUCTION = "put the black bowl on the plate"
 REF_MODULE_KEY = "omnimodel.module.name"

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from omnimodel.errors import OmniError
+from omnimodel.errors import ConfigError, OmniError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 zoo_app = typer.Typer(no_args_is_help=True, help="Model presets and checkpoints.")
@@ -25,10 +25,10 @@ def zoo_make(
     out_dir: Path = typer.Argument(..., help="Directory to write the checkpoint into."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
 ) -> None:
-    """Write a deterministic random-init checkpoint in the real OpenVLA-OFT layout."""
-    from omnimodel.models import zoo
+    """Write a deterministic random-init checkpoint of a preset in its architecture's released layout."""
+    from omnimodel import archs
 
-    path = zoo.make_checkpoint(preset, out_dir, seed=seed)
+    path = archs.for_preset(preset).make_checkpoint(preset, out_dir, seed=seed)
     console.print(f"wrote {preset} checkpoint to {path}")
 
 
@@ -38,9 +38,11 @@ def zoo_info(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable counts."),
 ) -> None:
     """Print the module tree summary and parameter counts per component."""
+    from omnimodel import archs
     from omnimodel.models import zoo
 
-    info = zoo.info(target)
+    arch = archs.for_checkpoint(target) if Path(target).is_dir() else archs.for_preset(target)
+    info = arch.model_info(target)
     if as_json:
         typer.echo(json.dumps({"total": info.total, "components": info.components}))
     else:
@@ -57,7 +59,7 @@ def zoo_path(name: str = typer.Argument(..., help="Name of a shipped checkpoint.
 
 @app.command("port")
 def port(
-    model: str = typer.Argument("openvla-oft", help="Model family (openvla-oft)."),
+    model: str | None = typer.Argument(None, help="Architecture (`omnimodel archs` lists them)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."),
     quant: str = typer.Option("f32", "--quant", help="f32|f16|bf16|q8_0|rtn:<type>|actquant:<bpw>"),
     calib: Path | None = typer.Option(None, "--calib", help="Calibration demonstrations (actquant)."),
@@ -83,6 +85,10 @@ def port(
     if resume:
         opts = port_mod.resume_options(str(resume))
     else:
+        if not model:
+            from omnimodel import archs
+
+            raise ConfigError(f"port needs an architecture: one of {', '.join(archs.names())} (or --resume RUN_DIR)")
         opts = port_mod.new_options(
             model,
             str(checkpoint) if checkpoint else None,
@@ -107,6 +113,22 @@ def port(
     if report["status"] != "ok":
         console.print(f"[red]port failed[/red] at {report.get('failing_module')}: {report.get('diagnosis') or report.get('error')}")
         raise typer.Exit(1)
+
+
+@app.command("archs")
+def archs_list(as_json: bool = typer.Option(False, "--json", help="Print machine-readable entries.")) -> None:
+    """List the registered architectures, their presets and the preset the quick start ports."""
+    from omnimodel import archs
+
+    rows = [
+        {"name": a.name, "presets": list(a.presets()), "bundled": a.bundled_preset, "description": a.description}
+        for a in archs.registry().values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:<14} {r['description']}\n{'':<14} presets: {', '.join(r['presets'])} (bundled: {r['bundled']})")
 
 
 # ---------------------------------------------------------------- doctor / toolchain

@@ -38,11 +38,11 @@ def skill_name(slot: str, cls: str) -> str:
 
 def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, version: int) -> dict:
     """Write the candidate skill for one LLM-realised unit into `folder`; returns its summary."""
-    from omnimodel.codegen.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.checkpoint import read_config
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
     from omnimodel.codegen.slots import function_name, signature, slot_by_skill
     from omnimodel.codegen.testvectors import write_vector
     from omnimodel.ggufio import names
-    from omnimodel.models.checkpoint import read_config
     from omnimodel.models.preprocess import select_stats
     from omnimodel.quant_sim import read_gguf_dequantized
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 
-from omnimodel.errors import CheckpointError, ConfigError, PipelineError
+from omnimodel import archs
+from omnimodel.errors import CheckpointError, PipelineError
 from omnimodel.graph.wiring import NODES, build_graph
 from omnimodel.paths import cache_dir
 
-MODELS = {"openvla-oft": "openvla-oft-tiny"}  # family -> the preset bundled for the quick start
 THREAD = {"configurable": {"thread_id": "port"}, "recursion_limit": 200}
 
 
@@ -40,24 +40,21 @@ class PortOptions:
 
 
 def bundled_checkpoint(model: str) -> Path:
-    """The deterministic tiny checkpoint of a model family, made on first use in the cache."""
-    from omnimodel.models import zoo
-
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}: supported families are {', '.join(MODELS)}")
-    path = cache_dir() / "zoo" / f"{MODELS[model]}-seed0"
+    """The deterministic tiny checkpoint of an architecture, made on first use in the cache."""
+    arch = archs.get(model)
+    path = cache_dir() / "zoo" / f"{arch.bundled_preset}-seed0"
     if not (path / "config.json").exists():
-        zoo.make_checkpoint(MODELS[model], path, seed=0)
+        arch.make_checkpoint(arch.bundled_preset, path, seed=0)
     return path
 
 
 def new_options(model: str, checkpoint: str | None, run_dir: str | None, **kw) -> PortOptions:
     """Options of a fresh port; the run directory must not exist yet."""
-    if model not in MODELS:
-        raise ConfigError(f"unknown model {model!r}: supported families are {', '.join(MODELS)}")
+    archs.get(model)  # an unknown name fails before anything is made
     ckpt = Path(checkpoint) if checkpoint else bundled_checkpoint(model)
     if not (ckpt / "config.json").exists():
         raise CheckpointError(f"{ckpt}: no config.json; pass --checkpoint a checkpoint directory")
+    archs.resolve(model, ckpt)  # the checkpoint is this arch's, or the error names its arch
     run = Path(run_dir) if run_dir else Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run.exists() and any(run.iterdir()):
         raise PipelineError(f"{run}: run directory exists; use --resume {run} or choose another --run-dir")

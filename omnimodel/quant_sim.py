@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnimodel.archs.openvla_oft.model import OpenVLAOFT
 from omnimodel.ggufio import names
-from omnimodel.models.openvla_oft import OpenVLAOFT
 
 
 def rope_permute(w: np.ndarray, n_head: int) -> np.ndarray:

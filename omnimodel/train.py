@@ -30,9 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from omnimodel.atomic import atomic_dir, atomic_path
-from omnimodel.errors import ConfigError
-from omnimodel.models.openvla_oft import (
+from omnimodel.archs.openvla_oft.model import (
     DINO_MEAN,
     DINO_STD,
     SIGLIP_MEAN,
@@ -42,6 +40,8 @@ from omnimodel.models.openvla_oft import (
     OpenVLAOFT,
     OpenVLAOFTConfig,
 )
+from omnimodel.atomic import atomic_dir, atomic_path
+from omnimodel.errors import ConfigError
 from omnimodel.models.preprocess import CROP_SCALE
 
 log = logging.getLogger(__name__)
@@ -459,8 +459,8 @@ def train(
     """Train a policy by behaviour cloning and write it to `out_dir` in the released checkpoint layout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from omnimodel.archs.openvla_oft.model import init_weights, preset
     from omnimodel.models import preprocess
-    from omnimodel.models.openvla_oft import init_weights, preset
     from omnimodel.models.tokenizer import build_char_tokenizer, build_prompt_ids
 
     if cfg.steps < 1 or cfg.batch < 1:
@@ -480,7 +480,7 @@ def train(
     model = OpenVLAOFT(mcfg)
     init_weights(model, cfg.seed)
     if cfg.init:
-        from omnimodel.models.checkpoint import load_model
+        from omnimodel.archs.openvla_oft.checkpoint import load_model
 
         start = load_model(Path(cfg.init))
         try:
@@ -668,7 +668,7 @@ def save_checkpoint(
     command: str | None,
 ) -> None:
     """Write the released layout plus train_log.jsonl and TRAINING.md, atomically."""
-    from omnimodel.models.checkpoint import write_checkpoint
+    from omnimodel.archs.openvla_oft.checkpoint import write_checkpoint
     from omnimodel.models.tokenizer import build_char_tokenizer, save_tokenizer_files
     from omnimodel.models.zoo import SHARD_BYTES
 
@@ -743,7 +743,7 @@ def _training_md(
 def load_device_policy(ckpt: str | Path, device: torch.device):
     """omnimodel.models.load(ckpt) with the model moved to `device` (TorchPolicy builds CPU tensors; this moves them)."""
     from omnimodel import models
-    from omnimodel.models.policy import PolicyInputs, TorchPolicy
+    from omnimodel.archs.openvla_oft.policy import PolicyInputs, TorchPolicy
 
     base = models.load(ckpt)
     if device.type == "cpu":

@@ -16,7 +16,7 @@ from omnimodel import runtime
 @pytest.mark.parametrize("bpw", [3.0, 2.0], ids=["3.0bpw", "2.0bpw-iq1"])
 def test_actquant_gguf_native_matches_simulation(tiny_run, tmp_path, bpw):  # noqa: F811
     from actquant_plugin.quantize import quantize
-    from omnimodel.models.checkpoint import load_model
+    from omnimodel.archs.openvla_oft.checkpoint import load_model
     from omnimodel.quant_sim import simulate
     from omnimodel.suite import suite_tasks
     from omnimodel.suite.export import export_task

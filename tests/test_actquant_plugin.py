@@ -143,7 +143,7 @@ def test_iq1_types_join_below_two_bits(tiny, calib, tmp_path):
 def test_fisher_energy_is_the_row_sum_of_fisher_times_w2():
     from actquant_plugin.calibration import random_set
     from actquant_plugin.fisher import fisher_diagonal, fisher_energy
-    from omnimodel.models.openvla_oft import STOP_INDEX, OpenVLAOFT, preset
+    from omnimodel.archs.openvla_oft.model import STOP_INDEX, OpenVLAOFT, preset
 
     torch.manual_seed(0)
 

@@ -50,9 +50,9 @@ def native_build(tmp_path_factory, ggml_prefix) -> Path:
 def tiny_run(tmp_path_factory, native_build) -> Path:
     """A run directory for the tiny preset: checkpoint, reference cache, F32 GGUF, build/."""
     from omnimodel.analysis import analyze
-    from omnimodel.codegen.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.policy import load_policy
     from omnimodel.ggufio import convert
-    from omnimodel.models.policy import load_policy
     from omnimodel.models.zoo import make_checkpoint
 
     run = tmp_path_factory.mktemp("tiny_run")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from omnimodel.archs.openvla_oft.model import OpenVLAOFT, preset
 from omnimodel.errors import CheckpointError, ConfigError
 from omnimodel.models import load, zoo
-from omnimodel.models.openvla_oft import OpenVLAOFT, preset
 
 # Published figures (shared/specs/vla-architectures.md, "Sizes").
 PUBLISHED = {
@@ -210,7 +210,7 @@ def test_cli_errors_are_one_line_and_zoo_make_is_atomic(tmp_path, monkeypatch):
     )
     assert res.returncode != 0 and res.stderr.strip().count("\n") == 0 and "unknown preset" in res.stderr
 
-    from omnimodel.models import checkpoint
+    from omnimodel.archs.openvla_oft import checkpoint
 
     def boom(*a, **k):
         raise KeyboardInterrupt

@@ -12,7 +12,7 @@ from omnimodel.errors import OmniError
 
 def test_runtime_matches_cli_and_pytorch(tiny_run):  # noqa: F811
     from omnimodel.analysis import SAMPLE_INSTRUCTION
-    from omnimodel.models.policy import load_policy
+    from omnimodel.archs.openvla_oft.policy import load_policy
 
     ref = read_gguf(tiny_run / "reference" / "end_to_end.gguf")
     images = [img.astype(np.uint8) for img in ref["images"]]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from omnimodel.archs.openvla_oft.model import OpenVLAOFTConfig, TowerConfig
 from omnimodel.errors import ConfigError
 from omnimodel.models import preprocess
-from omnimodel.models.openvla_oft import OpenVLAOFTConfig, TowerConfig
 from omnimodel.suite import suite_tasks
 from omnimodel.train import (
     STATS_KEY,
@@ -163,7 +163,7 @@ def test_device_choice():
 
 def test_padded_forward_equals_each_samples_own_forward():
     """Mixed-task batches: right-padded prompts with masked pad keys give every sample its unpadded result."""
-    from omnimodel.models.openvla_oft import OpenVLAOFT, init_weights
+    from omnimodel.archs.openvla_oft.model import OpenVLAOFT, init_weights
     from omnimodel.models.tokenizer import build_char_tokenizer, build_prompt_ids
     from omnimodel.train import padded_forward, task_prompt_table
 

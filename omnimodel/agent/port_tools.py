@@ -38,9 +38,9 @@ def module_source(checkpoint: str, module: str) -> str:
     """The PyTorch source of a module's class and of its descendants' non-torch classes."""
     import torch
 
-    from omnimodel.models.checkpoint import read_config
+    from omnimodel.archs.openvla_oft.checkpoint import read_config
+    from omnimodel.archs.openvla_oft.model import OpenVLAOFT
     from omnimodel.models.custom import install_custom_modules
-    from omnimodel.models.openvla_oft import OpenVLAOFT
 
     with torch.device("meta"):
         model = OpenVLAOFT(read_config(Path(checkpoint)))

@@ -13,10 +13,10 @@ import gguf
 import numpy as np
 import torch
 
+from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+from omnimodel.archs.openvla_oft.model import OpenVLAOFT, OpenVLAOFTConfig, TowerConfig, init_weights
 from omnimodel.atomic import atomic_path
-from omnimodel.codegen.metadata import runtime_metadata
 from omnimodel.ggufio import convert
-from omnimodel.models.openvla_oft import OpenVLAOFT, OpenVLAOFTConfig, TowerConfig, init_weights
 from omnimodel.models.zoo import random_stats
 from omnimodel.paths import skills_dir
 

@@ -60,8 +60,9 @@ class ConvertResult:
 
 def load_source(src: str | os.PathLike, seed: int = 0) -> ModelSource:
     """A checkpoint directory, or a preset name (random init with `seed`)."""
-    from omnimodel.models import checkpoint, zoo
-    from omnimodel.models.openvla_oft import PRESETS
+    from omnimodel.archs.openvla_oft import checkpoint
+    from omnimodel.archs.openvla_oft.model import PRESETS
+    from omnimodel.models import zoo
 
     path = Path(src)
     if path.is_dir():
@@ -154,7 +155,7 @@ def hyperparameters(config: Any) -> dict[str, Any]:
 
 def _config_json(config: Any) -> str:
     try:
-        from omnimodel.models.checkpoint import config_to_json
+        from omnimodel.archs.openvla_oft.checkpoint import config_to_json
 
         return json.dumps(config_to_json(config))
     except (ImportError, AttributeError, TypeError):

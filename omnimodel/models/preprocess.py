@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from omnimodel.archs.openvla_oft.model import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
 from omnimodel.errors import ConfigError
-from omnimodel.models.openvla_oft import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
 
 CROP_SCALE = 0.9  # an AREA fraction
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnimodel.archs.openvla_oft.checkpoint import read_config, write_checkpoint
+from omnimodel.archs.openvla_oft.model import PRESETS, OpenVLAOFT, init_weights, preset
 from omnimodel.atomic import atomic_dir
 from omnimodel.errors import ConfigError
-from omnimodel.models.checkpoint import read_config, write_checkpoint
-from omnimodel.models.openvla_oft import PRESETS, OpenVLAOFT, init_weights, preset
 from omnimodel.models.tokenizer import build_char_tokenizer, save_tokenizer_files
 from omnimodel.paths import package_data_dir
 

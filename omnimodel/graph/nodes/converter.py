@@ -45,7 +45,7 @@ def tensor_transforms(cfg, plan: dict, overrides: dict) -> dict[str, list[str]]:
 
 def converter(state: PortState) -> dict:
     """Writes model.gguf and gguf.json (path, bytes, bpw, per-tensor types)."""
-    from omnimodel.codegen.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
     from omnimodel.ggufio.convert import convert, load_source
     from omnimodel.models.preprocess import select_stats
 
@@ -65,7 +65,7 @@ def converter(state: PortState) -> dict:
         tokenizer = load_tokenizer(Path(state["checkpoint"]))
         calibration = from_demos(state["calib"], stats, tokenizer, src.config.text_vocab, None, 0)
     if method == "actquant" or state.get("calib"):
-        from omnimodel.models.checkpoint import load_model
+        from omnimodel.archs.openvla_oft.checkpoint import load_model
 
         src.model = load_model(Path(state["checkpoint"]))
     result = convert(

@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+from omnimodel import archs
 from omnimodel.graph.state import PortState
 
 
@@ -25,14 +26,14 @@ def designer(state: PortState) -> dict:
     # becomes an include of cpp/modules/<role skill>.h (see omnimodel/codegen/slots.py).
     slots = {u["slot"]: u["name"] for u in plan["units"] if u.get("realised_by") == "llm"}
     wanted = list(dict.fromkeys([*(u.get("skill") or u["slot"] for u in plan["units"]), *glue]))
-    skills = choose_skills(_ordered(wanted), skills_root=Path(plan["skills_dir"]))
+    order = archs.get(state["model"]).graph_skills()
+    skills = choose_skills(_ordered(wanted, order), skills_root=Path(plan["skills_dir"]))
     render_project(run_dir, skills, model_name=plan["model"], slots=slots)
     key = "designer" if not state.get("iteration") else f"designer.{state['iteration']}"
     return {"timings": {key: time.perf_counter() - t0}}
 
 
-def _ordered(wanted: list[str]) -> list[str]:
-    from omnimodel.codegen.render import OPENVLA_OFT_SKILLS
-
-    known = [s for s in OPENVLA_OFT_SKILLS if s in wanted]
+def _ordered(wanted: list[str], order: tuple[str, ...]) -> list[str]:
+    """The arch graph's skills in its emission order, then any others."""
+    known = [s for s in order if s in wanted]
     return known + [s for s in wanted if s not in known]

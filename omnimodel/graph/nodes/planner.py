@@ -6,26 +6,11 @@ import json
 import time
 from pathlib import Path
 
+from omnimodel import archs
 from omnimodel.analysis import write_json
+from omnimodel.archs.base import Arch
 from omnimodel.graph.state import PortState
 from omnimodel.paths import skills_dir as default_skills_dir
-
-# Composite classes whose own forward is glue that the OpenVLA-OFT architecture template writes
-# (sequence assembly, tower prefix tokens, the trunk's layer loop); their children are planned.
-ARCHITECTURE_GLUE = {
-    "OpenVLAOFT",
-    "FusedVisionBackbone",
-    "VisionTransformer",
-    "LlamaForCausalLM",
-    "LlamaModel",
-    "ModuleList",  # containers: no forward of their own
-    "ModuleDict",
-}
-# Parameter-free modules that only ever run inside a realised parent, or are unused.
-INERT = {"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"}
-# Leaves the architecture template realises directly (the token table is read with ggml_get_rows).
-TEMPLATE_LEAVES = {"Embedding"}
-UNUSED = {"AttentionPoolHead"}  # SigLIP's pooling head: in the checkpoint, never run
 
 
 def _param_names(records: dict[str, dict], name: str) -> list[str]:
@@ -46,8 +31,8 @@ def _param_names(records: dict[str, dict], name: str) -> list[str]:
     return sorted(out)
 
 
-def make_plan(analysis: dict, skills_path: Path) -> dict:
-    """Walk the module tree top-down and decide how each module is realised."""
+def make_plan(analysis: dict, skills_path: Path, arch: Arch) -> dict:
+    """Walk the module tree top-down and decide how each module is realised, by the arch's plan rules."""
     from omnimodel.skills import load_skills, match_skill
 
     skills = load_skills(skills_path)
@@ -60,13 +45,13 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
 
     def visit(name: str) -> None:
         rec = records[name]
-        if rec["cls"] in UNUSED or (name != "<root>" and not ran(name)):
+        if rec["cls"] in arch.unused_classes or (name != "<root>" and not ran(name)):
             unused.append(name)  # never ran on the sample (a tower's last block and final norm)
             return
         skill = match_skill(rec["cls"], _param_names(records, name), skills)
-        if rec["cls"] in ARCHITECTURE_GLUE or name == "<root>":
-            # Glue is written by the architecture template (with a skill where one exists, e.g. the
-            # OFT sequence assembly); its children are planned on their own.
+        if rec["cls"] in arch.glue_classes or name == "<root>":
+            # Glue is written by the arch's graph (with a skill where one exists, e.g. a sequence
+            # assembly); its children are planned on their own.
             glue.append({"name": name, "cls": rec["cls"], "skill": skill.name if skill else None})
             for child in rec["children"]:
                 visit(child)
@@ -85,9 +70,9 @@ def make_plan(analysis: dict, skills_path: Path) -> dict:
             for param, entry in skill.tensor_map.items():
                 transforms[f"{name}.{param}"] = {"gguf_suffix": entry.gguf, "transforms": list(entry.transforms)}
             return
-        if rec["cls"] in INERT and not rec["params"]:
+        if rec["cls"] in arch.inert_classes and not rec["params"]:
             return
-        if rec["cls"] in TEMPLATE_LEAVES:
+        if rec["cls"] in arch.graph_leaves:
             glue.append({"name": name, "cls": rec["cls"], "skill": None})
             return
         needs_llm.append({"name": name, "cls": rec["cls"], "params": _param_names(records, name), "ops": rec.get("ops", [])})
@@ -137,7 +122,7 @@ def planner(state: PortState) -> dict:
     run_dir = Path(state["run_dir"])
     analysis = json.loads((run_dir / "analysis.json").read_text())
     skills_path = Path(state.get("skills_dir") or default_skills_dir())
-    plan = make_plan(analysis, skills_path)
+    plan = make_plan(analysis, skills_path, archs.get(state["model"]))
     write_json(run_dir / "plan.json", plan)
     out: dict = {"timings": {"planner": time.perf_counter() - t0}}
     if plan["needs_llm"] and state.get("llm"):

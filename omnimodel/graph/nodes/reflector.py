@@ -28,8 +28,8 @@ def _expected(key: str, value: torch.Tensor, cfg) -> dict[str, np.ndarray]:
 
 def diagnose_layout(run_dir: Path, module: str | None, cfg: dict, checkpoint: str) -> list[dict]:
     """Compare the GGUF's tensors of `module` (or all) with the checkpoint; name each misplaced one."""
-    from omnimodel.models.checkpoint import read_state_dict
-    from omnimodel.models.openvla_oft import OpenVLAOFTConfig
+    from omnimodel.archs.openvla_oft.checkpoint import read_state_dict
+    from omnimodel.archs.openvla_oft.model import OpenVLAOFTConfig
 
     config = OpenVLAOFTConfig.from_dict(cfg)
     state = read_state_dict(Path(checkpoint))

@@ -17,12 +17,12 @@ CLI = "policy_cli"
 
 def _simulated_reference(state: PortState, run_dir: Path) -> Path:
     """For quantized runs: the reference of the PyTorch model with the GGUF's dequantized weights."""
-    from omnimodel.models import load_policy
+    from omnimodel import archs
     from omnimodel.quant_sim import simulate
 
     sim_dir = run_dir / "reference_sim"
     if not (sim_dir / "reference" / f"{END_TO_END}.gguf").exists():
-        policy = load_policy(state["checkpoint"], unnorm_key=state.get("unnorm_key"))
+        policy = archs.get(state["model"]).load_policy(state["checkpoint"], unnorm_key=state.get("unnorm_key"))
         simulate(policy.model, run_dir / "model.gguf")
         analyze(policy, sim_dir)
     return sim_dir / "reference"

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from omnimodel.archs.openvla_oft.model import KNOWN_TOWERS, OpenVLAOFT, OpenVLAOFTConfig, TowerConfig
 from omnimodel.errors import CheckpointError, ConfigError
-from omnimodel.models.openvla_oft import KNOWN_TOWERS, OpenVLAOFT, OpenVLAOFTConfig, TowerConfig
 from omnimodel.models.safetensors_mmap import open_safetensors
 
 INDEX_FILE = "model.safetensors.index.json"

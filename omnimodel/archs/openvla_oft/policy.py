@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from omnimodel.archs.openvla_oft.checkpoint import STATS_FILE, load_model
+from omnimodel.archs.openvla_oft.model import OpenVLAOFT
 from omnimodel.errors import CheckpointError
 from omnimodel.models import preprocess
-from omnimodel.models.checkpoint import STATS_FILE, load_model
-from omnimodel.models.openvla_oft import OpenVLAOFT
 from omnimodel.models.tokenizer import build_prompt_ids, load_tokenizer
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnimodel.errors import ConfigError
-from omnimodel.ggufio import names
-from omnimodel.models.openvla_oft import (
+from omnimodel.archs.openvla_oft.model import (
     DINO_MEAN,
     DINO_STD,
     SIGLIP_MEAN,
@@ -18,6 +16,8 @@ from omnimodel.models.openvla_oft import (
     STOP_INDEX,
     OpenVLAOFTConfig,
 )
+from omnimodel.errors import ConfigError
+from omnimodel.ggufio import names
 
 ACTION_LN_EPS = 1e-5  # PyTorch's LayerNorm default in OFT's MLPResNet
 PLACEHOLDER_TOKEN_ID = 1  # OFT's action placeholders: input id 1, embedding zeroed

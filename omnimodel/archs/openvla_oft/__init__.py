@@ -1,0 +1,93 @@
+"""OpenVLA-OFT: fused DINOv2+SigLIP towers, projector, bidirectional LLaMA-2 trunk, L1 action head.
+
+Everything the pipeline needs of this architecture is answered by `OpenVLAOFTArch`, registered
+under the `omnimodel.archs` entry point `openvla-oft`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omnimodel.archs.base import Arch
+
+NAME = "openvla-oft"
+
+# The skills this arch's graph calls, in the order their functions are emitted.
+GRAPH_SKILLS = (
+    "patch_embedding",
+    "dinov2_block",
+    "siglip_block",
+    "fused_projector",
+    "proprio_projector",
+    "llama_decoder_layer",
+    "rms_norm_final",
+    "oft_parallel_decoding",
+    "mlp_resnet_action_head",
+)
+
+
+class OpenVLAOFTArch(Arch):
+    """The OpenVLA-OFT architecture (released Hugging Face layout, LIBERO OFT heads)."""
+
+    name = NAME
+    description = "OpenVLA-OFT: DINOv2+SigLIP, LLaMA-2 7B run bidirectionally, parallel decoding, L1 action head"
+    bundled_preset = "openvla-oft-tiny"
+    glue_classes = frozenset(
+        {"OpenVLAOFT", "FusedVisionBackbone", "VisionTransformer", "LlamaForCausalLM", "LlamaModel", "ModuleList", "ModuleDict"}
+    )
+    inert_classes = frozenset({"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"})
+    graph_leaves = frozenset({"Embedding"})  # the token table is read with ggml_get_rows
+    unused_classes = frozenset({"AttentionPoolHead"})  # SigLIP's pooling head: in the checkpoint, never run
+
+    def presets(self) -> tuple[str, ...]:
+        from omnimodel.archs.openvla_oft.model import PRESETS
+
+        return tuple(PRESETS)
+
+    def claims(self, ckpt: Path, config_json: dict) -> bool:
+        # Plain OpenVLA writes the same model_type; the OFT side files (action head next to the
+        # shards, as the released OFT repos ship it) tell the two apart.
+        if config_json.get("model_type") != "openvla":
+            return False
+        return any("action_head" in p.name and "checkpoint" in p.name for p in Path(ckpt).iterdir())
+
+    def read_config(self, ckpt: Path) -> Any:
+        from omnimodel.archs.openvla_oft.checkpoint import read_config
+
+        return read_config(Path(ckpt))
+
+    def load_model(self, ckpt: Path, dtype: Any = None) -> Any:
+        import torch
+
+        from omnimodel.archs.openvla_oft.checkpoint import load_model
+
+        return load_model(Path(ckpt), dtype or torch.float32)
+
+    def load_policy(self, ckpt: Path, **kwargs) -> Any:
+        from omnimodel.archs.openvla_oft.policy import load_policy
+
+        return load_policy(ckpt, **kwargs)
+
+    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
+        from omnimodel.models import zoo
+
+        return zoo.make_checkpoint(preset, out_dir, seed=seed)
+
+    def model_info(self, target: str) -> Any:
+        from omnimodel.models import zoo
+
+        return zoo.info(target)
+
+    def gguf_names(self, key: str) -> list[str]:
+        from omnimodel.ggufio import names
+
+        return names.gguf_names(key)
+
+    def runtime_metadata(self, cfg: Any, stats: dict | None) -> dict[str, Any]:
+        from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+
+        return runtime_metadata(cfg, stats)
+
+    def graph_skills(self) -> tuple[str, ...]:
+        return GRAPH_SKILLS
