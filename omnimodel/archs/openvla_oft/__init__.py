@@ -50,6 +50,8 @@ class OpenVLAOFTArch(Arch):
         # shards, as the released OFT repos ship it) tell the two apart.
         if config_json.get("model_type") != "openvla":
             return False
+        if config_json.get("omnimodel_preset") in self.presets():
+            return True  # our own checkpoints say so; a missing side file is then reported by the loader
         return any("action_head" in p.name and "checkpoint" in p.name for p in Path(ckpt).iterdir())
 
     def read_config(self, ckpt: Path) -> Any:
