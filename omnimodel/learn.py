@@ -131,7 +131,10 @@ def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path
     glue = [g["skill"] for g in plan["glue"] if g.get("skill")]
     wanted = [u.get("skill") or u["slot"] for u in plan["units"]] + glue
     wanted = [w for w in dict.fromkeys(wanted) if w != role]
-    skills = choose_skills(_ordered(wanted), skills_root=Path(plan["skills_dir"])) + [candidate]
+    from omnimodel import archs
+
+    order = archs.get(plan["arch"]).graph_skills()
+    skills = choose_skills(_ordered(wanted, order), skills_root=Path(plan["skills_dir"])) + [candidate]
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     render_project(work, skills, model_name=plan["model"])

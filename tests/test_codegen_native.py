@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from conftest import require
 
+from omnimodel.archs.openvla_oft import GRAPH_SKILLS as OPENVLA_OFT_SKILLS
 from omnimodel.codegen.build import build_project, find_ggml_prefix
-from omnimodel.codegen.render import OPENVLA_OFT_SKILLS, choose_skills, render_project
+from omnimodel.codegen.render import choose_skills, render_project
 from omnimodel.errors import ConfigError
 from omnimodel.paths import skills_dir
 
@@ -42,7 +43,7 @@ def ggml_prefix() -> Path:
 def native_build(tmp_path_factory, ggml_prefix) -> Path:
     """The rendered and built project (one build for every test of the session)."""
     root = tmp_path_factory.mktemp("native")
-    cpp = render_project(root)
+    cpp = render_project(root, choose_skills(OPENVLA_OFT_SKILLS))
     return build_project(cpp, root / "build", ggml_prefix)
 
 
@@ -101,7 +102,7 @@ def cli(build: Path, *args: str) -> list[dict]:
 
 
 def test_render_emits_every_skill_function(tmp_path):
-    cpp = render_project(tmp_path)
+    cpp = render_project(tmp_path, choose_skills(OPENVLA_OFT_SKILLS))
     src = (cpp / "omnimodel_policy.cpp").read_text()
     for name in OPENVLA_OFT_SKILLS:
         assert f"skill {name} v" in src, f"skill {name} not emitted"
@@ -116,7 +117,7 @@ def test_render_without_a_needed_skill_fails(tmp_path):
     shutil.copytree(skills_dir(), skills)
     shutil.rmtree(skills / "siglip_block")
     with pytest.raises(ConfigError, match="siglip_block"):
-        choose_skills(skills_root=skills)
+        choose_skills(OPENVLA_OFT_SKILLS, skills_root=skills)
 
 
 @pytest.mark.parametrize("skill", sorted(OPENVLA_OFT_SKILLS))

@@ -21,7 +21,9 @@ def registry() -> dict[str, Arch]:
         arch = ep.load()()
         out[arch.name] = arch
     if not out:
-        raise ConfigError(f"no architectures registered (entry-point group {GROUP}); reinstall omnimodel (pip install -e .)")
+        raise ConfigError(
+            f"no architectures registered (entry-point group {GROUP}); reinstall omnimodel (pip install -e .)"
+        )
     return out
 
 
@@ -78,7 +80,9 @@ def resolve(name: str, ckpt: str | Path) -> Arch:
     arch = get(name)
     found = for_checkpoint(ckpt)
     if found is not arch:
-        raise CheckpointError(f"{ckpt}: this is a {found.name} checkpoint, not {name}; run `omnimodel port {found.name}`")
+        raise CheckpointError(
+            f"{ckpt}: this is a {found.name} checkpoint, not {name}; run `omnimodel port {found.name}`"
+        )
     return arch
 
 

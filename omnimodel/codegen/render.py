@@ -23,18 +23,6 @@ CLI_SOURCE = "policy_cli.cpp"
 LIBRARY = "libomnimodel_policy.so"
 CLI_BINARY = "policy_cli"
 
-# The skills the OpenVLA-OFT model source calls, in the order their functions are emitted.
-OPENVLA_OFT_SKILLS = (
-    "patch_embedding",
-    "dinov2_block",
-    "siglip_block",
-    "fused_projector",
-    "proprio_projector",
-    "llama_decoder_layer",
-    "rms_norm_final",
-    "oft_parallel_decoding",
-    "mlp_resnet_action_head",
-)
 
 
 def _env(root: Path) -> jinja2.Environment:
@@ -56,7 +44,7 @@ def _render_skill(skill: Skill) -> str:
 
 
 def choose_skills(
-    wanted: Iterable[str] = OPENVLA_OFT_SKILLS,
+    wanted: Iterable[str],
     skills_root: Path | None = None,
     overrides: Mapping[str, Path] | None = None,
 ) -> list[Skill]:
@@ -99,7 +87,7 @@ def render_sources(skills: list[Skill], model_name: str = "openvla-oft", slots: 
 
 def render_project(
     run_dir: Path,
-    skills: list[Skill] | None = None,
+    skills: list[Skill],
     model_name: str = "openvla-oft",
     slots: Mapping[str, str] | None = None,
 ) -> Path:
@@ -110,7 +98,6 @@ def render_project(
     """
     from omnimodel.codegen.slots import MODULES_DIR, signature, slot_by_skill, stub
 
-    skills = skills if skills is not None else choose_skills()
     slots = dict(slots or {})
     sources = render_sources(skills, model_name, slots)
     final = Path(run_dir) / "cpp"

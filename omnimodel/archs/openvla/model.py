@@ -23,6 +23,7 @@ from omnimodel.archs.openvla_oft.model import (
     PrismaticProjector,
     TowerConfig,
     init_weights,
+    trunk_llama_config,
 )
 
 __all__ = [
@@ -80,22 +81,7 @@ class OpenVLAConfig:
 
     def llama_config(self) -> LlamaConfig:
         """The transformers LlamaConfig of the (causal) trunk."""
-        return LlamaConfig(
-            hidden_size=self.hidden,
-            intermediate_size=self.mlp,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            num_key_value_heads=self.kv_heads,
-            vocab_size=self.vocab,
-            rms_norm_eps=self.rms_eps,
-            rope_theta=self.rope_theta,
-            max_position_embeddings=self.max_positions,
-            pad_token_id=self.pad_token_id,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=STOP_INDEX,
-            tie_word_embeddings=False,
-            attn_implementation="sdpa",
-        )
+        return trunk_llama_config(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

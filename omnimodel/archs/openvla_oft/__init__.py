@@ -31,12 +31,24 @@ class OpenVLAOFTArch(Arch):
     """The OpenVLA-OFT architecture (released Hugging Face layout, LIBERO OFT heads)."""
 
     name = NAME
-    description = "OpenVLA-OFT: DINOv2+SigLIP, LLaMA-2 7B run bidirectionally, parallel decoding, L1 action head"
+    description = (
+        "OpenVLA-OFT: DINOv2+SigLIP, LLaMA-2 7B run bidirectionally, parallel decoding, L1 action head"
+    )
     bundled_preset = "openvla-oft-tiny"
     glue_classes = frozenset(
-        {"OpenVLAOFT", "FusedVisionBackbone", "VisionTransformer", "LlamaForCausalLM", "LlamaModel", "ModuleList", "ModuleDict"}
+        {
+            "OpenVLAOFT",
+            "FusedVisionBackbone",
+            "VisionTransformer",
+            "LlamaForCausalLM",
+            "LlamaModel",
+            "ModuleList",
+            "ModuleDict",
+        }
     )
-    inert_classes = frozenset({"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"})
+    inert_classes = frozenset(
+        {"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"}
+    )
     graph_leaves = frozenset({"Embedding"})  # the token table is read with ggml_get_rows
     unused_classes = frozenset({"AttentionPoolHead"})  # SigLIP's pooling head: in the checkpoint, never run
 

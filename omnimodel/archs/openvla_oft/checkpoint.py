@@ -92,7 +92,9 @@ def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
         else:
             dino, siglip = (TowerConfig(**vars(KNOWN_TOWERS[i])) for i in ids)
     except KeyError as exc:
-        raise ConfigError(f"{source}: unknown or missing vision tower {exc}; expected timm_model_ids of a dinosiglip backbone") from None
+        raise ConfigError(
+            f"{source}: unknown or missing vision tower {exc}; expected timm_model_ids of a dinosiglip backbone"
+        ) from None
     text = {**_LLAMA_DEFAULTS, **d.get("text_config", {})}
     kw = {ours: text[hf] for hf, ours in _TEXT_FIELDS.items()}
     if kw["kv_heads"] is None:
@@ -102,13 +104,17 @@ def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
     cfg = OpenVLAOFTConfig(
         dino,
         siglip,
-        text_vocab=vocab - pad_multiple if vocab % pad_multiple == 0 and vocab - pad_multiple >= pad_id else pad_id,
+        text_vocab=vocab - pad_multiple
+        if vocab % pad_multiple == 0 and vocab - pad_multiple >= pad_id
+        else pad_id,
         pad_token_id=pad_id,
         name=d.get("omnimodel_preset", "openvla-oft"),
         **kw,
     )
     if cfg.hidden % cfg.heads or cfg.dino.width % cfg.dino.heads or cfg.siglip.width % cfg.siglip.heads:
-        raise ConfigError(f"{source}: hidden sizes must divide by the head counts (hidden {cfg.hidden}, heads {cfg.heads})")
+        raise ConfigError(
+            f"{source}: hidden sizes must divide by the head counts (hidden {cfg.hidden}, heads {cfg.heads})"
+        )
     return cfg
 
 
@@ -116,9 +122,13 @@ def _side_file(ckpt: Path, component: str) -> Path:
     """The one file holding `component` and 'checkpoint' in its name (as the OFT eval finds it)."""
     hits = sorted(p for p in ckpt.iterdir() if component in p.name and "checkpoint" in p.name)
     if not hits:
-        raise CheckpointError(f"{ckpt}: no {component}--<step>_checkpoint.pt file; copy it from the released checkpoint")
+        raise CheckpointError(
+            f"{ckpt}: no {component}--<step>_checkpoint.pt file; copy it from the released checkpoint"
+        )
     if len(hits) > 1:
-        raise CheckpointError(f"{ckpt}: several {component} files ({', '.join(p.name for p in hits)}); keep one")
+        raise CheckpointError(
+            f"{ckpt}: several {component} files ({', '.join(p.name for p in hits)}); keep one"
+        )
     return hits[0]
 
 
@@ -126,20 +136,17 @@ def _load_side_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises several types for a truncated zip
-        raise CheckpointError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]}); re-download it") from None
+        raise CheckpointError(
+            f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]}); re-download it"
+        ) from None
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def read_config(ckpt: Path) -> OpenVLAOFTConfig:
     """Parse a checkpoint's config.json."""
-    path = Path(ckpt) / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{path}: missing; a checkpoint directory needs its config.json")
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
-    return config_from_json(raw, str(path))
+    from omnimodel.archs import read_config_json
+
+    return config_from_json(read_config_json(ckpt), str(Path(ckpt) / "config.json"))
 
 
 def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -162,7 +169,9 @@ def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
         if weight_map is not None:
             missing = [k for k, f in weight_map.items() if f == shard and k not in tensors]
             if missing:
-                raise CheckpointError(f"{ckpt / shard}: lacks {missing[0]} listed in {INDEX_FILE}; re-download the shard")
+                raise CheckpointError(
+                    f"{ckpt / shard}: lacks {missing[0]} listed in {INDEX_FILE}; re-download the shard"
+                )
         state.update(tensors)
     for component in ("action_head", "proprio_projector"):
         for k, v in _load_side_state(_side_file(ckpt, component)).items():
@@ -185,14 +194,18 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
     expected = dict(model.state_dict())
     for key, ref in expected.items():
         if key not in state:
-            raise CheckpointError(f"{ckpt}: tensor {key} missing from the checkpoint; config.json and weights disagree")
+            raise CheckpointError(
+                f"{ckpt}: tensor {key} missing from the checkpoint; config.json and weights disagree"
+            )
         if tuple(state[key].shape) != tuple(ref.shape):
             raise CheckpointError(
                 f"{ckpt}: {key} has shape {tuple(state[key].shape)} but config.json implies {tuple(ref.shape)}; fix config.json"
             )
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
-        raise CheckpointError(f"{ckpt}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?")
+        raise CheckpointError(
+            f"{ckpt}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?"
+        )
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     # Non-persistent buffers (RoPE inverse frequencies) are not in the checkpoint: rebuild them.
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -205,13 +218,26 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
 
 
 def write_checkpoint(
-    model: OpenVLAOFT, out: Path, stats: dict, tokenizer_writer, max_shard_bytes: int = 4_000_000_000, step: str = "latest"
+    model: OpenVLAOFT,
+    out: Path,
+    stats: dict,
+    tokenizer_writer,
+    max_shard_bytes: int = 4_000_000_000,
+    step: str = "latest",
 ) -> None:
     """Write model + side files + statistics in the released layout into an existing directory `out`."""
     cfg = model.cfg
     (out / "config.json").write_text(json.dumps(config_to_json(cfg), indent=2))
     (out / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": cfg.pad_token_id, "transformers_version": "4.40.1"}, indent=2)
+        json.dumps(
+            {
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": cfg.pad_token_id,
+                "transformers_version": "4.40.1",
+            },
+            indent=2,
+        )
     )
     (out / "preprocessor_config.json").write_text(
         json.dumps(
@@ -224,7 +250,11 @@ def write_checkpoint(
                 "stds": [[0.229, 0.224, 0.225], [0.5, 0.5, 0.5]],
                 "tvf_crop_params": [{"output_size": [224, 224]}, {"output_size": [224, 224]}],
                 "tvf_normalize_params": [
-                    {"mean": [0.484375, 0.455078125, 0.40625], "std": [0.228515625, 0.2236328125, 0.224609375], "inplace": False},
+                    {
+                        "mean": [0.484375, 0.455078125, 0.40625],
+                        "std": [0.228515625, 0.2236328125, 0.224609375],
+                        "inplace": False,
+                    },
                     {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "inplace": False},
                 ],
                 "tvf_resize_params": [{"size": [224, 224], "interpolation": 3, "antialias": True}] * 2,
@@ -235,7 +265,11 @@ def write_checkpoint(
     )
     (out / STATS_FILE).write_text(json.dumps(stats, indent=2))
     tokenizer_writer(out)
-    main = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items() if not k.startswith(("action_head.", "proprio_projector."))}
+    main = {
+        k: v.detach().to(torch.bfloat16).contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith(("action_head.", "proprio_projector."))
+    }
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, t in main.items():
@@ -254,8 +288,15 @@ def write_checkpoint(
             save_file(shard, str(out / name), metadata={"format": "pt"})
             weight_map.update({k: name for k in shard})
         total = sum(t.numel() * t.element_size() for t in main.values())
-        (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    head = OrderedDict((f"module.{k}", v.detach().to(torch.bfloat16).clone()) for k, v in model.action_head.state_dict().items())
+        (out / INDEX_FILE).write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+        )
+    head = OrderedDict(
+        (f"module.{k}", v.detach().to(torch.bfloat16).clone())
+        for k, v in model.action_head.state_dict().items()
+    )
     torch.save(head, out / f"action_head--{step}_checkpoint.pt")
-    proprio = OrderedDict((f"module.{k}", v.detach().float().clone()) for k, v in model.proprio_projector.state_dict().items())
+    proprio = OrderedDict(
+        (f"module.{k}", v.detach().float().clone()) for k, v in model.proprio_projector.state_dict().items()
+    )
     torch.save(proprio, out / f"proprio_projector--{step}_checkpoint.pt")

@@ -99,22 +99,7 @@ class OpenVLAOFTConfig:
 
     def llama_config(self) -> LlamaConfig:
         """The transformers LlamaConfig of the trunk."""
-        return LlamaConfig(
-            hidden_size=self.hidden,
-            intermediate_size=self.mlp,
-            num_hidden_layers=self.layers,
-            num_attention_heads=self.heads,
-            num_key_value_heads=self.kv_heads,
-            vocab_size=self.vocab,
-            rms_norm_eps=self.rms_eps,
-            rope_theta=self.rope_theta,
-            max_position_embeddings=self.max_positions,
-            pad_token_id=self.pad_token_id,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=STOP_INDEX,
-            tie_word_embeddings=False,
-            attn_implementation="sdpa",
-        )
+        return trunk_llama_config(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -125,6 +110,26 @@ class OpenVLAOFTConfig:
         d["dino"] = TowerConfig(**d["dino"])
         d["siglip"] = TowerConfig(**d["siglip"])
         return OpenVLAOFTConfig(**d)
+
+
+def trunk_llama_config(cfg) -> LlamaConfig:
+    """The transformers LlamaConfig of a Prismatic LLaMA-2 trunk from a config with our size fields."""
+    return LlamaConfig(
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.mlp,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        vocab_size=cfg.vocab,
+        rms_norm_eps=cfg.rms_eps,
+        rope_theta=cfg.rope_theta,
+        max_position_embeddings=cfg.max_positions,
+        pad_token_id=cfg.pad_token_id,
+        bos_token_id=cfg.bos_token_id,
+        eos_token_id=STOP_INDEX,
+        tie_word_embeddings=False,
+        attn_implementation="sdpa",
+    )
 
 
 # ----------------------------------------------------------------------------- vision towers
@@ -399,7 +404,9 @@ class OpenVLAOFT(nn.Module):
         x = self.multimodal_embeddings(pixel_values, input_ids, proprio)
         b, length, _ = x.shape
         mask = torch.zeros(b, 1, length, length, dtype=x.dtype, device=x.device)  # bidirectional
-        hidden = self.language_model.model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = self.language_model.model(
+            inputs_embeds=x, attention_mask=mask, use_cache=False
+        ).last_hidden_state
         n_prompt = input_ids.shape[1] - 1  # prompt ids after BOS
         start = cfg.n_patch_tokens + n_prompt  # one before the first placeholder
         rows = hidden[:, start : start + cfg.n_action_tokens]
@@ -410,7 +417,14 @@ class OpenVLAOFT(nn.Module):
 # ----------------------------------------------------------------------------- presets
 
 DINOV2_L_REG4 = TowerConfig(
-    "vit_large_patch14_reg4_dinov2.lvd142m", 1024, 24, 16, 4096, n_registers=4, class_token=True, layer_scale=True
+    "vit_large_patch14_reg4_dinov2.lvd142m",
+    1024,
+    24,
+    16,
+    4096,
+    n_registers=4,
+    class_token=True,
+    layer_scale=True,
 )
 SIGLIP_SO400M = TowerConfig("vit_so400m_patch14_siglip_224", 1152, 27, 16, 4304, attn_pool=True)
 KNOWN_TOWERS = {t.timm_id: t for t in (DINOV2_L_REG4, SIGLIP_SO400M)}
@@ -419,7 +433,14 @@ PRESETS: dict[str, OpenVLAOFTConfig] = {
     "openvla-oft": OpenVLAOFTConfig(DINOV2_L_REG4, SIGLIP_SO400M, name="openvla-oft"),
     "openvla-oft-small": OpenVLAOFTConfig(
         TowerConfig(
-            "omnimodel/vit_small_patch14_reg4_dinov2", 512, 12, 8, 2048, n_registers=4, class_token=True, layer_scale=True
+            "omnimodel/vit_small_patch14_reg4_dinov2",
+            512,
+            12,
+            8,
+            2048,
+            n_registers=4,
+            class_token=True,
+            layer_scale=True,
         ),
         TowerConfig("omnimodel/vit_small_patch14_siglip_224", 512, 12, 8, 1792, attn_pool=True),
         hidden=1024,
@@ -431,7 +452,14 @@ PRESETS: dict[str, OpenVLAOFTConfig] = {
     ),
     "openvla-oft-tiny": OpenVLAOFTConfig(
         TowerConfig(
-            "omnimodel/vit_tiny_patch14_reg4_dinov2", 256, 3, 4, 512, n_registers=4, class_token=True, layer_scale=True
+            "omnimodel/vit_tiny_patch14_reg4_dinov2",
+            256,
+            3,
+            4,
+            512,
+            n_registers=4,
+            class_token=True,
+            layer_scale=True,
         ),
         TowerConfig("omnimodel/vit_tiny_patch14_siglip_224", 256, 3, 4, 768, attn_pool=True),
         hidden=256,
@@ -480,7 +508,9 @@ def init_weights(model: OpenVLAOFT, seed: int) -> None:
             elif isinstance(module, nn.Embedding):
                 params["weight"].copy_(randn(params["weight"].shape, 0.5))
             elif isinstance(module, LayerScale):
-                params["scale_factor"].copy_(0.1 + 0.05 * torch.rand(params["scale_factor"].shape, generator=gen))
+                params["scale_factor"].copy_(
+                    0.1 + 0.05 * torch.rand(params["scale_factor"].shape, generator=gen)
+                )
             else:  # tokens and position embeddings of the towers, pooling latent
                 for p in params.values():
                     p.copy_(randn(p.shape, 0.5))

@@ -44,7 +44,9 @@ class TorchPolicy:
     def prepare(self, images: list[np.ndarray], proprio: np.ndarray, instruction: str) -> PolicyInputs:
         """Crop, normalise and tokenise one observation."""
         dtype = next(self.model.parameters()).dtype
-        px = torch.from_numpy(preprocess.pixel_values(images, self.cfg.dino.image, self.center_crop)).to(dtype)
+        px = torch.from_numpy(preprocess.pixel_values(images, self.cfg.dino.image, self.center_crop)).to(
+            dtype
+        )
         ids = torch.tensor([build_prompt_ids(self.tokenizer, instruction)], dtype=torch.long)
         prop = torch.from_numpy(preprocess.normalize_proprio(proprio, self.stats))[None].to(dtype)
         return PolicyInputs(px, ids, prop)
@@ -58,19 +60,26 @@ class TorchPolicy:
     def predict_action(self, images: list[np.ndarray], proprio: np.ndarray, instruction: str) -> np.ndarray:
         """(chunk, action_dim) actions in un-normalised units."""
         if len(images) != self.cfg.num_images:
-            raise CheckpointError(f"the policy takes {self.cfg.num_images} images (third-person first), got {len(images)}")
+            raise CheckpointError(
+                f"the policy takes {self.cfg.num_images} images (third-person first), got {len(images)}"
+            )
         norm = self.predict_normalized(self.prepare(images, proprio, instruction))
         return preprocess.unnormalize_actions(norm, self.stats)
 
 
 def load_policy(
-    ckpt: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32, center_crop: bool = True
+    ckpt: str | Path,
+    unnorm_key: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    center_crop: bool = True,
 ) -> TorchPolicy:
     """Load a checkpoint directory as a PyTorch policy."""
     ckpt = Path(ckpt)
     model = load_model(ckpt, dtype)
     stats_path = ckpt / STATS_FILE
     if not stats_path.exists():
-        raise CheckpointError(f"{stats_path}: missing; actions cannot be un-normalised without dataset statistics")
+        raise CheckpointError(
+            f"{stats_path}: missing; actions cannot be un-normalised without dataset statistics"
+        )
     _, stats = preprocess.select_stats(json.loads(stats_path.read_text()), unnorm_key)
     return TorchPolicy(model, load_tokenizer(ckpt), stats, center_crop)

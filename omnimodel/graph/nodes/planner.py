@@ -80,6 +80,7 @@ def make_plan(analysis: dict, skills_path: Path, arch: Arch) -> dict:
     visit("<root>")
     return {
         "model": analysis["model"],
+        "arch": arch.name,
         "skills_dir": str(skills_path),
         "units": units,
         "glue": glue,
