@@ -105,14 +105,9 @@ def available_quantizers() -> list[str]:
 
 
 def load_quantizer(spec: str | Quantizer) -> Quantizer:
-    """The quantizer for a spec such as `q8_0`, `rtn:q4_k` or an installed plugin's name."""
+    """The quantizer for a spec such as `q8_0`, `rtn:q4_k` or an installed plugin's name (see omnimodel.quantspec)."""
     if isinstance(spec, Quantizer):
         return spec
-    name, _, arg = spec.partition(":")
-    name = name.strip().lower()
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            return ep.load()(arg or None)
-    if name in BUILTINS:
-        return BUILTINS[name](arg or None)
-    raise QuantError(f"unknown quantizer {spec!r}; available: {', '.join(available_quantizers())}")
+    from omnimodel.quantspec import parse
+
+    return parse(spec).quantizer()
