@@ -1,4 +1,4 @@
-"""The graph, readable as the DESIGN.md diagram: analyzer → planner → converter → designer → [agent] → validator ⟲ reflector → learner."""
+"""The graph, readable as the DESIGN.md diagram: analyzer → planner → converter → [simulator] → designer → [agent] → validator ⟲ reflector → learner."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from omnimodel.graph.nodes.learner import learner
 from omnimodel.graph.nodes.planner import planner
 from omnimodel.graph.nodes.reflector import reflector
 from omnimodel.graph.nodes.reporter import reporter
+from omnimodel.graph.nodes.simulator import simulator
 from omnimodel.graph.nodes.validator import validator
 from omnimodel.graph.state import PortState
+from omnimodel.plan import Plan
+from omnimodel.quantspec import QuantSpec
 
-NODES = ("analyzer", "planner", "converter", "designer", "agent", "validator", "reflector", "learner", "reporter")
+NODES = ("analyzer", "planner", "converter", "simulator", "designer", "agent", "validator", "reflector", "learner", "reporter")
 
 
 def after_planner(state: PortState) -> str:
@@ -23,15 +26,15 @@ def after_planner(state: PortState) -> str:
     return "reporter" if state.get("status") == "failed" else "converter"
 
 
+def after_converter(state: PortState) -> str:
+    """A quantized GGUF gets its simulated reference (PyTorch with the dequantized weights) before the build."""
+    return "simulator" if QuantSpec.parse(state.get("quant", "f32")).weight_class == "quant" else "designer"
+
+
 def after_designer(state: PortState) -> str:
     """On the first pass, modules the agent realises are written before validation."""
-    import json
-    from pathlib import Path
-
-    if state.get("iteration", 0) == 0 and state.get("llm"):
-        plan = json.loads((Path(state["run_dir"]) / "plan.json").read_text())
-        if any(u.get("realised_by") == "llm" for u in plan["units"]):
-            return "agent"
+    if state.get("iteration", 0) == 0 and state.get("llm") and Plan.read(state["run_dir"]).llm_units():
+        return "agent"
     return "validator"
 
 
@@ -63,6 +66,7 @@ def build_graph() -> StateGraph:
     g.add_node("analyzer", analyzer)
     g.add_node("planner", planner)
     g.add_node("converter", converter)
+    g.add_node("simulator", simulator)
     g.add_node("designer", designer)
     g.add_node("validator", validator)
     g.add_node("reflector", reflector)
@@ -72,7 +76,8 @@ def build_graph() -> StateGraph:
     g.add_edge(START, "analyzer")
     g.add_edge("analyzer", "planner")
     g.add_conditional_edges("planner", after_planner, ["converter", "reporter"])
-    g.add_edge("converter", "designer")
+    g.add_conditional_edges("converter", after_converter, ["simulator", "designer"])
+    g.add_edge("simulator", "designer")
     g.add_conditional_edges("designer", after_designer, ["agent", "validator"])
     g.add_conditional_edges("agent", after_agent, ["validator", "reporter"])
     g.add_conditional_edges("validator", after_validator, ["reflector", "learner", "reporter"])

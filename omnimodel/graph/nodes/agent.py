@@ -16,6 +16,7 @@ from pathlib import Path
 
 from omnimodel.analysis import module_params, write_json
 from omnimodel.graph.state import PortState
+from omnimodel.plan import Plan
 
 SYSTEM = """You port PyTorch modules of a robot policy to GGML C++ for OmniModel.cpp.
 You write exactly one graph-building function per task, in the file the task names (inside cpp/), with the
@@ -80,8 +81,6 @@ def _feedback_task(unit: dict, diagnosis: dict, run_dir: Path) -> str:
     )
 
 
-
-
 def agent(state: PortState) -> dict:
     """Run one agent session per LLM-realised slot (all of them first, then the one the reflector names)."""
     from omnimodel.agent.loop import run_agent
@@ -94,7 +93,7 @@ def agent(state: PortState) -> dict:
 
     t0 = time.perf_counter()
     run_dir = Path(state["run_dir"])
-    plan = json.loads((run_dir / "plan.json").read_text())
+    plan = Plan.read(run_dir)
     analysis = json.loads((run_dir / "analysis.json").read_text())
     usage = dict(state.get("llm_usage") or {})
     usage.setdefault("started", time.time())
@@ -114,10 +113,10 @@ def agent(state: PortState) -> dict:
     diagnosis = state.get("diagnosis") or {}
     feedback_for = diagnosis.get("module") if diagnosis.get("redo") == "agent" else None
     units, seen_slots = [], set()
-    for unit in plan["units"]:
-        if unit.get("realised_by") != "llm" or unit["slot"] in seen_slots:
+    for unit in plan.llm_units():
+        if unit["slot"] in seen_slots:
             continue
-        if feedback_for and unit["slot"] != _slot_of(plan, feedback_for):
+        if feedback_for and unit["slot"] != plan.slot_of(feedback_for):
             continue
         seen_slots.add(unit["slot"])
         units.append(unit)
@@ -131,7 +130,7 @@ def agent(state: PortState) -> dict:
         if feedback_for:
             task = _feedback_task(unit, diagnosis, run_dir)
         else:
-            sig = signature(Path(plan["skills_dir"]), slot)
+            sig = signature(Path(plan.skills_dir), slot)
             task = _task(
                 unit,
                 sig,
@@ -190,9 +189,3 @@ def agent(state: PortState) -> dict:
     out["timings"] = {key: time.perf_counter() - t0}
     return out
 
-
-def _slot_of(plan: dict, module: str) -> str | None:
-    for unit in plan["units"]:
-        if unit["name"] == module:
-            return unit.get("slot")
-    return None

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from omnimodel.analysis import write_json
 from omnimodel.ggufio import names
 from omnimodel.graph.state import PortState
+from omnimodel.plan import Plan
+from omnimodel.quantspec import QuantSpec
 
 
-def parse_quant(spec: str) -> tuple[str, float | None]:
-    """`actquant:3.0` -> ("actquant", 3.0); `rtn:q4_k` and `q8_0` pass through with no budget."""
-    head, _, tail = spec.partition(":")
-    if tail:
-        try:
-            return head, float(tail)
-        except ValueError:
-            return spec, None
-    return spec, None
-
-
-def tensor_transforms(cfg, plan: dict, overrides: dict) -> dict[str, list[str]]:
+def tensor_transforms(cfg, plan: Plan, overrides: dict) -> dict[str, list[str]]:
     """Canonical transforms, replaced by each skill's tensor map, replaced by the reflector's fixes."""
     from omnimodel.ggufio.convert import default_transforms
 
     canonical = default_transforms(cfg)
     steps = dict(canonical)
-    for key, entry in plan.get("param_transforms", {}).items():
+    for key, entry in plan.param_transforms.items():
         try:
             targets = names.gguf_names(key)
         except KeyError:
@@ -51,10 +41,10 @@ def converter(state: PortState) -> dict:
 
     t0 = time.perf_counter()
     run_dir = Path(state["run_dir"])
-    plan = json.loads((run_dir / "plan.json").read_text())
+    plan = Plan.read(run_dir)
     src = load_source(state["checkpoint"])
     _, stats = select_stats(src.stats, state.get("unnorm_key"))
-    method, budget = parse_quant(state.get("quant", "f32"))
+    spec = QuantSpec.parse(state.get("quant", "f32"))
     calibration = None
     if state.get("calib"):
         # The paper's calibration selection over the demonstrations, tokenised and normalised
@@ -63,19 +53,19 @@ def converter(state: PortState) -> dict:
         from omnimodel.models.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(Path(state["checkpoint"]))
-        calibration = from_demos(state["calib"], stats, tokenizer, src.config.text_vocab, None, 0)
-    if method == "actquant" or state.get("calib"):
+        calibration = from_demos(state["calib"], stats, tokenizer, src.config.text_vocab, state.get("calib_frames"), 0)
+    if spec.needs_calibration or state.get("calib"):
         from omnimodel.archs.openvla_oft.checkpoint import load_model
 
         src.model = load_model(Path(state["checkpoint"]))
     result = convert(
         src,
         run_dir / "model.gguf",
-        method,
+        spec.quantizer(),
         metadata=runtime_metadata(src.config, stats),
         transforms=tensor_transforms(src.config, plan, state.get("transform_overrides", {})),
         calibration=calibration,
-        budget_bpw=budget,
+        budget_bpw=spec.budget,
     )
     write_json(
         run_dir / "gguf.json",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from omnimodel import archs
 from omnimodel.graph.state import PortState
+from omnimodel.plan import Plan
 
 
 def designer(state: PortState) -> dict:
@@ -18,17 +18,17 @@ def designer(state: PortState) -> dict:
 
     t0 = time.perf_counter()
     run_dir = Path(state["run_dir"])
-    plan = json.loads((run_dir / "plan.json").read_text())
+    plan = Plan.read(run_dir)
     if os.environ.get("OMNIMODEL_TEST_KILL_IN") == "designer":  # crash-recovery test hook
         signal.raise_signal(signal.SIGKILL)
-    glue = [g["skill"] for g in plan["glue"] if g.get("skill")]
+    glue = [g["skill"] for g in plan.glue if g.get("skill")]
     # A module the agent realises fills its role's slot: the role skill's place in the source
     # becomes an include of cpp/modules/<role skill>.h (see omnimodel/codegen/slots.py).
-    slots = {u["slot"]: u["name"] for u in plan["units"] if u.get("realised_by") == "llm"}
-    wanted = list(dict.fromkeys([*(u.get("skill") or u["slot"] for u in plan["units"]), *glue]))
+    slots = {u["slot"]: u["name"] for u in plan.llm_units()}
+    wanted = list(dict.fromkeys([*(u.get("skill") or u["slot"] for u in plan.units), *glue]))
     order = archs.get(state["model"]).graph_skills()
-    skills = choose_skills(_ordered(wanted, order), skills_root=Path(plan["skills_dir"]))
-    render_project(run_dir, skills, model_name=plan["model"], slots=slots)
+    skills = choose_skills(_ordered(wanted, order), skills_root=Path(plan.skills_dir))
+    render_project(run_dir, skills, model_name=plan.model, slots=slots)
     key = "designer" if not state.get("iteration") else f"designer.{state['iteration']}"
     return {"timings": {key: time.perf_counter() - t0}}
 

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from omnimodel import archs
-from omnimodel.analysis import write_json
 from omnimodel.archs.base import Arch
 from omnimodel.graph.state import PortState
 from omnimodel.paths import skills_dir as default_skills_dir
+from omnimodel.plan import Plan
 
 
 def _param_names(records: dict[str, dict], name: str) -> list[str]:
@@ -31,7 +31,7 @@ def _param_names(records: dict[str, dict], name: str) -> list[str]:
     return sorted(out)
 
 
-def make_plan(analysis: dict, skills_path: Path, arch: Arch) -> dict:
+def make_plan(analysis: dict, skills_path: Path, arch: Arch) -> Plan:
     """Walk the module tree top-down and decide how each module is realised, by the arch's plan rules."""
     from omnimodel.skills import load_skills, match_skill
 
@@ -78,33 +78,33 @@ def make_plan(analysis: dict, skills_path: Path, arch: Arch) -> dict:
         needs_llm.append({"name": name, "cls": rec["cls"], "params": _param_names(records, name), "ops": rec.get("ops", [])})
 
     visit("<root>")
-    return {
-        "model": analysis["model"],
-        "arch": arch.name,
-        "skills_dir": str(skills_path),
-        "units": units,
-        "glue": glue,
-        "needs_llm": needs_llm,
-        "unused": unused,
-        "param_transforms": transforms,
-        "conversion_order": ["vision", "projector", "proprio_projector", "llm", "action_head"],
-    }
+    return Plan(
+        model=analysis["model"],
+        arch=arch.name,
+        skills_dir=str(skills_path),
+        units=units,
+        glue=glue,
+        needs_llm=needs_llm,
+        unused=unused,
+        param_transforms=transforms,
+        conversion_order=["vision", "projector", "proprio_projector", "llm", "action_head"],
+    )
 
 
-def assign_slots(plan: dict, analysis: dict) -> list[dict]:
+def assign_slots(plan: Plan, analysis: dict) -> list[dict]:
     """With --llm: each module needing the LLM becomes a unit realised by the agent in its role's slot; returns those with no slot."""
     from omnimodel.codegen.slots import slot_for
 
     cached = {r["name"]: r.get("cached", False) for r in analysis["modules"]}
     unslotted = []
-    for entry in plan["needs_llm"]:
+    for entry in plan.needs_llm:
         slot = slot_for(entry["name"])
         if slot is None:
             unslotted.append(entry)
             continue
         entry["slot"] = slot.skill
         entry["gguf_prefix"] = slot.gguf_prefix(entry["name"])
-        plan["units"].append(
+        plan.units.append(
             {
                 "name": entry["name"],
                 "cls": entry["cls"],
@@ -124,11 +124,11 @@ def planner(state: PortState) -> dict:
     analysis = json.loads((run_dir / "analysis.json").read_text())
     skills_path = Path(state.get("skills_dir") or default_skills_dir())
     plan = make_plan(analysis, skills_path, archs.get(state["model"]))
-    write_json(run_dir / "plan.json", plan)
+    plan.write(run_dir)
     out: dict = {"timings": {"planner": time.perf_counter() - t0}}
-    if plan["needs_llm"] and state.get("llm"):
+    if plan.needs_llm and state.get("llm"):
         unslotted = assign_slots(plan, analysis)
-        write_json(run_dir / "plan.json", plan)
+        plan.write(run_dir)
         if unslotted:
             first = unslotted[0]
             message = (
@@ -137,8 +137,8 @@ def planner(state: PortState) -> dict:
             )
             out.update(status="failed", failing_module=first["name"], diagnosis={"kind": "no_slot", "detail": message}, error=message)
         return out
-    if plan["needs_llm"] and not state.get("llm"):
-        first = plan["needs_llm"][0]
+    if plan.needs_llm and not state.get("llm"):
+        first = plan.needs_llm[0]
         message = (
             f"module {first['name']} ({first['cls']}) has no skill; rerun with --llm PROVIDER:MODEL "
             f"to let the agent write it, or add a skill (omnimodel skills add DIR)"

@@ -8,19 +8,45 @@ from pathlib import Path
 from omnimodel.analysis import write_json
 from omnimodel.atomic import atomic_path
 from omnimodel.graph.state import PortState
+from omnimodel.plan import FILE as PLAN_FILE
+from omnimodel.plan import Plan
+from omnimodel.validation import Validation
 
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def first_line(text: str, limit: int = 240) -> str:
+    """The first non-empty line of a message, cut to `limit` characters."""
+    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def failure_reason(state: PortState) -> str:
+    """One sentence saying why the run failed: the module and the diagnosis, never a dict."""
+    diagnosis = state.get("diagnosis") or {}
+    module = state.get("failing_module")
+    detail = first_line(diagnosis.get("detail") or state.get("error") or "")
+    kind = diagnosis.get("kind")
+    if kind == "build":
+        detail = f"the C++ build failed ({detail})" if detail else "the C++ build failed"
+    elif kind == "crash":
+        detail = f"the native run crashed ({detail})" if detail else "the native run crashed"
+    if not detail:
+        detail = "the native build did not reach parity and no fix applied"
+    if module and module not in detail:
+        return f"{module}: {detail}"
+    return detail
+
+
 def build_report(state: PortState) -> dict:
     """The report's content from the run directory's artifacts and the state."""
     run_dir = Path(state["run_dir"])
-    validation = _load(run_dir / "validation.json")
-    plan = _load(run_dir / "plan.json")
+    validation = Validation.read_if_present(run_dir)
+    plan = Plan.read(run_dir) if (run_dir / PLAN_FILE).exists() else None
     gguf_info = _load(run_dir / "gguf.json")
-    realised = {u["name"]: u["realised_by"] for u in plan.get("units", [])}
+    realised = plan.realised_by() if plan else {}
     modules = [
         {
             "name": m["name"],
@@ -29,7 +55,7 @@ def build_report(state: PortState) -> dict:
             "max_abs_err": m.get("max_abs_err"),
             "passed": m.get("passed", False),
         }
-        for m in validation.get("modules", [])
+        for m in (validation.modules if validation else [])
     ]
     status = "ok" if state.get("status") == "ok" else "failed"
     usage = state.get("llm_usage") or {}
@@ -40,7 +66,7 @@ def build_report(state: PortState) -> dict:
         "quant": state.get("quant"),
         "backend": state.get("backend"),
         "modules": modules,
-        "end_to_end": validation.get("end_to_end", {}),
+        "end_to_end": validation.end_to_end if validation else {},
         "gguf": {"path": gguf_info.get("path"), "bytes": gguf_info.get("bytes"), "bpw": gguf_info.get("bpw")},
         "llm": {
             "calls": usage.get("calls", 0),
@@ -53,6 +79,7 @@ def build_report(state: PortState) -> dict:
         "failing_module": None if status == "ok" else state.get("failing_module"),
         "diagnosis": None if status == "ok" else state.get("diagnosis"),
         "error": state.get("error"),
+        "reason": None if status == "ok" else failure_reason(state),
     }
 
 
@@ -69,7 +96,11 @@ def render_markdown(report: dict) -> str:
     g = report["gguf"]
     lines += [f"GGUF: {g['path']} — {g['bytes']} bytes, {g['bpw']} bits per weight (quantized tensors)", ""]
     if report["status"] != "ok":
-        lines += [f"Failing module: `{report.get('failing_module')}`", f"Diagnosis: {report.get('diagnosis')}", ""]
+        diagnosis = report.get("diagnosis") or {}
+        lines += [f"Failed: {report.get('reason')}", "", f"Failing module: `{report.get('failing_module')}`"]
+        if diagnosis:
+            lines += [f"Diagnosis ({diagnosis.get('kind')}):", "", "```", str(diagnosis.get("detail", "")).rstrip(), "```"]
+        lines.append("")
         if report.get("error"):
             lines += [f"Error: {report['error']}", ""]
     for fix in report.get("fixes", []):

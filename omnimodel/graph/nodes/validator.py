@@ -8,24 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from omnimodel.analysis import END_TO_END, analyze, read_reference, write_json
+from omnimodel.analysis import END_TO_END, read_reference
+from omnimodel.errors import PipelineError
+from omnimodel.graph.nodes.simulator import simulated_reference_dir
 from omnimodel.graph.state import PortState
-from omnimodel.parity import ACTION_COSINE_QUANT, ACTION_MAX_ABS, COSINE_THRESHOLD, compare, weight_class
+from omnimodel.parity import ACTION_COSINE_QUANT, ACTION_MAX_ABS, COSINE_THRESHOLD, compare
+from omnimodel.plan import Plan
+from omnimodel.quantspec import QuantSpec
+from omnimodel.validation import Validation
 
 CLI = "policy_cli"
-
-
-def _simulated_reference(state: PortState, run_dir: Path) -> Path:
-    """For quantized runs: the reference of the PyTorch model with the GGUF's dequantized weights."""
-    from omnimodel import archs
-    from omnimodel.quant_sim import simulate
-
-    sim_dir = run_dir / "reference_sim"
-    if not (sim_dir / "reference" / f"{END_TO_END}.gguf").exists():
-        policy = archs.get(state["model"]).load_policy(state["checkpoint"], unnorm_key=state.get("unnorm_key"))
-        simulate(policy.model, run_dir / "model.gguf")
-        analyze(policy, sim_dir)
-    return sim_dir / "reference"
 
 
 def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path):
@@ -68,12 +60,12 @@ def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path
     return result, box.name
 
 
-def validate_outputs(plan: dict, ref_dir: Path, out_dir: Path, quant: str) -> tuple[list[dict], dict]:
+def validate_outputs(plan: Plan, ref_dir: Path, out_dir: Path, spec: QuantSpec) -> tuple[list[dict], dict]:
     """Per-module parity of the native outputs against the reference, then the end-to-end actions."""
-    wclass = weight_class(quant)
+    wclass = spec.weight_class
     threshold = COSINE_THRESHOLD[wclass]
     modules = []
-    for unit in plan["units"]:
+    for unit in plan.units:
         ref_file = ref_dir / f"{unit['name']}.gguf"
         if not ref_file.exists():
             continue
@@ -122,35 +114,34 @@ def validator(state: PortState) -> dict:
     """Writes validation.json; status ok only when every module and the end-to-end check pass."""
     t0 = time.perf_counter()
     run_dir = Path(state["run_dir"])
-    plan = json.loads((run_dir / "plan.json").read_text())
-    quant = state.get("quant", "f32")
+    plan = Plan.read(run_dir)
+    spec = QuantSpec.parse(state.get("quant", "f32"))
     ref_dir = run_dir / "reference"
-    if weight_class(quant) == "quant":
-        ref_dir = _simulated_reference(state, run_dir)
+    if spec.weight_class == "quant":  # the simulator's reference: PyTorch with the GGUF's dequantized weights
+        ref_dir = simulated_reference_dir(run_dir)
+        if not (ref_dir / f"{END_TO_END}.gguf").exists():
+            raise PipelineError(f"{ref_dir}: no simulated reference; the simulator stage must run before the validator")
     out_dir = run_dir / "build" / "validate_out"
     for stale in [*out_dir.glob("*.gguf"), *out_dir.glob("*.json")]:
         stale.unlink()
     result, sandbox_name = _build_and_run(state, run_dir, ref_dir, out_dir)
-    validation: dict = {"quant": quant, "sandbox": sandbox_name, "reference": str(ref_dir.relative_to(run_dir))}
+    validation = Validation(quant=str(spec), sandbox=sandbox_name, reference=str(ref_dir.relative_to(run_dir)))
     failed = result.failed_step()
     if failed and failed[0] in ("configure", "build"):
         step, res = failed
-        validation["build_error"] = f"{step} failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
-        modules, e2e = [], {"passed": False}
+        validation.build_error = f"{step} failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
+        validation.end_to_end = {"passed": False}
     else:
         if failed:
             res = failed[1]
-            validation["run_error"] = f"{CLI} validate failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stderr[-4000:]}"
-        modules, e2e = validate_outputs(plan, ref_dir, out_dir, quant)
-        if weight_class(quant) == "quant" and (out_dir / "end_to_end_actions.json").exists():
+            validation.run_error = f"{CLI} validate failed (exit {res.exit_code}, killed_by={res.killed_by}):\n{res.stderr[-4000:]}"
+        validation.modules, validation.end_to_end = validate_outputs(plan, ref_dir, out_dir, spec)
+        if spec.weight_class == "quant" and (out_dir / "end_to_end_actions.json").exists():
             actions = np.asarray(json.loads((out_dir / "end_to_end_actions.json").read_text())["actions"], np.float32)
             fp = compare(actions, read_reference(run_dir / "reference" / f"{END_TO_END}.gguf")["actions"])
-            e2e["action_cosine_vs_fp32"] = fp.cosine
-            e2e["reference"] = "quantizer simulation"
-    validation["modules"] = modules
-    validation["end_to_end"] = e2e
-    ok = bool(modules) and all(m["passed"] for m in modules) and e2e.get("passed", False) and not validation.get("run_error")
-    write_json(run_dir / "validation.json", validation)
+            validation.end_to_end["action_cosine_vs_fp32"] = fp.cosine
+            validation.end_to_end["reference"] = "quantizer simulation"
+    validation.write(run_dir)
     elapsed = time.perf_counter() - t0
     key = "validator" if state.get("iteration", 0) == 0 else f"validator.{state.get('iteration')}"
-    return {"status": "ok" if ok else "failed", "timings": {key: elapsed}}
+    return {"status": "ok" if validation.passed else "failed", "timings": {key: elapsed}}
