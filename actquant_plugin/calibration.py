@@ -46,6 +46,19 @@ class CalibrationSet:
         return px.to(device, dtype), ids.to(device), prop.to(device, dtype)
 
 
+# Default cap on calibration frames (--calib-frames overrides; 0 or a negative number: every frame).
+# 256 frames is what the open-loop benchmark calibrates with (benchmarks/actquant_openloop.py); every
+# extra frame costs one more forward+backward pass per Fisher group, and a 50-demo export holds
+# thousands of frames.
+DEFAULT_FRAMES = 256
+
+
+def frame_cap(frames: int | None) -> int | None:
+    """The number of calibration frames to use: the default cap when unset, every frame when <= 0."""
+    if frames is None:
+        return DEFAULT_FRAMES
+    return None if frames <= 0 else frames
+
 def from_demos(
     root: str | Path,
     stats: dict | None = None,

@@ -46,8 +46,10 @@ def quantize(
     from actquant_plugin.plugin import ActQuant, ActQuantOptions
     from omnimodel.ggufio.convert import convert, load_source
     from omnimodel.models.preprocess import select_stats
-    from omnimodel.quant.plugin import load_quantizer
+    from omnimodel.quantspec import QuantSpec
 
+    spec = QuantSpec.parse(method)
+    log.info("[1/4] loading %s", src)
     source = load_source(src)
     stats, tok = None, None
     if Path(src).is_dir():
@@ -58,9 +60,8 @@ def quantize(
         tok = load_tokenizer(Path(src))
         if source.stats:
             _, stats = select_stats(source.stats, None if len(source.stats) == 1 else next(iter(source.stats)))
-    name, _, arg = method.partition(":")
-    if name == "actquant":
-        opts = ActQuantOptions.parse(arg or None)
+    if spec.method == "actquant":
+        opts = ActQuantOptions.parse(spec.arg)
         for k, v in (options or {}).items():
             if v is not None:
                 setattr(opts, k, v)
@@ -73,9 +74,10 @@ def quantize(
             raise QuantError("actquant needs a budget: --bpw 3.0 (or --method actquant:3.0)")
         quantizer = ActQuant(opts)
     else:
-        quantizer = load_quantizer(method)
+        quantizer = spec.quantizer()
     calibration = None
     if calib is not None:
+        log.info("[2/4] reading calibration demonstrations under %s (%s frames)", calib, calib_frames or "all")
         calibration = from_demos(calib, stats, tok, source.config.text_vocab, calib_frames, seed)
     # the converter builds its own context; pass the extras through a thin wrapper
     extra = {"stats": stats, "tokenizer": tok, "calib_frames": calib_frames, "device": None}
@@ -83,7 +85,9 @@ def quantize(
     from omnimodel.archs.openvla_oft.metadata import runtime_metadata
 
     meta = runtime_metadata(source.config, stats or source.stats or None)
+    log.info("[3/4] planning types and scales with %s, then encoding", spec)
     res = convert(source, out, quantizer, metadata=meta, calibration=calibration, budget_bpw=bpw, device=device)
+    log.info("[4/4] wrote %s (%.3f bpw quantized)", res.path, res.bpw)
     rep = getattr(quantizer.inner, "report", None)
     path = None
     if rep is not None:

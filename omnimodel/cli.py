@@ -11,11 +11,32 @@ import typer
 from rich.console import Console
 
 from omnimodel.errors import ConfigError, OmniError
+from omnimodel.quantspec import FORMS as QUANT_FORMS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 zoo_app = typer.Typer(no_args_is_help=True, help="Model presets and checkpoints.")
 app.add_typer(zoo_app, name="zoo")
 console = Console(stderr=True, soft_wrap=True)
+CALIB_FRAMES_HELP = (
+    "Calibration frames to subsample (default 256, what the ActQuant benchmarks calibrate with; "
+    "0: every frame). Each frame is one more forward+backward pass per Fisher group."
+)
+
+
+def _show_progress(logger: str) -> None:
+    """Print a library's INFO progress lines (one per stage) on stderr, without the level prefix."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    log = logging.getLogger(logger)
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    log.propagate = False
+
+
+def _frame_cap(frames: int | None) -> int | None:
+    from actquant_plugin.calibration import frame_cap
+
+    return frame_cap(frames)
 
 
 # ---------------------------------------------------------------- zoo
@@ -61,13 +82,15 @@ def zoo_path(name: str = typer.Argument(..., help="Name of a shipped checkpoint.
 def port(
     model: str | None = typer.Argument(None, help="Architecture (`omnimodel archs` lists them)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."),
-    quant: str = typer.Option("f32", "--quant", help="f32|f16|bf16|q8_0|rtn:<type>|actquant:<bpw>"),
-    calib: Path | None = typer.Option(None, "--calib", help="Calibration demonstrations (actquant)."),
+    quant: str = typer.Option("f32", "--quant", help=f"One of {QUANT_FORMS}."),
+    calib: Path | None = typer.Option(None, "--calib", help="Calibration demonstrations (actquant, imatrix)."),
+    calib_frames: int | None = typer.Option(None, "--calib-frames", help=CALIB_FRAMES_HELP),
     backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
     sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto"),
     llm: str | None = typer.Option(None, "--llm", help="openai:MODEL|anthropic:MODEL|record:P:M|replay:FILE"),
-    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default runs/<model>-<time>)."),
+    run_dir: Path | None = typer.Option(None, "--out", "--run-dir", help="Run directory (default runs/<model>-<time>)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the port in RUN_DIR."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory (e.g. a failed port)."),
     max_iterations: int = typer.Option(3, "--max-iterations", help="Reflector iterations before giving up."),
     unnorm_key: str | None = typer.Option(None, "--unnorm-key", help="dataset_statistics.json key."),
     skills_dir: Path | None = typer.Option(None, "--skills-dir", help="Use this skills/ folder."),
@@ -93,8 +116,10 @@ def port(
             model,
             str(checkpoint) if checkpoint else None,
             str(run_dir) if run_dir else None,
+            force=force,
             quant=quant,
             calib=str(calib) if calib else None,
+            calib_frames=_frame_cap(calib_frames) if calib else None,
             backend=backend,
             sandbox=sandbox,
             llm=llm,
@@ -110,8 +135,7 @@ def port(
             trust_remote_code=trust_remote_code,
         )
     report = port_mod.run_port(opts, resume=resume is not None, json_events=as_json, console=console)
-    if report["status"] != "ok":
-        console.print(f"[red]port failed[/red] at {report.get('failing_module')}: {report.get('diagnosis') or report.get('error')}")
+    if report["status"] != "ok":  # the summary's first line says why; the run dir is marked FAILED
         raise typer.Exit(1)
 
 
@@ -344,27 +368,33 @@ def eval_cmd(
 @app.command("quantize")
 def quantize_cmd(
     src: str = typer.Argument(..., help="Checkpoint directory or preset name (preset: random init, seed 0)."),
-    method: str = typer.Option("q8_0", "--method", help="f32 | f16 | bf16 | q8_0 | rtn:<type> | a plugin name."),
+    method: str = typer.Option("q8_0", "--method", help=f"One of {QUANT_FORMS}, or a plugin name."),
     out: Path = typer.Option(..., "--out", help="GGUF file to write."),
     device: str = typer.Option("cpu", "--device", help="Where the encoders run: cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     bpw: float | None = typer.Option(None, "--bpw", help="actquant: average bits per weight budget."),
     calib: Path | None = typer.Option(None, "--calib", help="actquant/imatrix: demonstrations directory."),
-    calib_frames: int | None = typer.Option(None, "--calib-frames", help="Subsample this many calibration frames."),
+    calib_frames: int | None = typer.Option(None, "--calib-frames", help=CALIB_FRAMES_HELP),
     objective: str | None = typer.Option(None, "--objective", help="actquant scales: none|magnitude|action_fisher|amf."),
     allocation: str | None = typer.Option(None, "--allocation", help="actquant types: hsic|uniform."),
     preset: str | None = typer.Option(None, "--preset", help="actquant: paper|authors."),
 ) -> None:
     """Write the whole model as GGUF, every quantizable weight in the method's type (the rest F32)."""
     from omnimodel.ggufio.convert import convert
+    from omnimodel.quantspec import QuantSpec
 
-    if bpw is not None or calib is not None or method.startswith(("actquant", "imatrix")):
+    spec = QuantSpec.parse(method)
+    if bpw is not None:
+        spec = spec.with_budget(bpw)
+    if calib is not None or spec.needs_calibration:
         from actquant_plugin.quantize import quantize
 
+        _show_progress("actquant_plugin")
         opts = {"objective": objective, "allocation": allocation, "preset": preset}
-        res = quantize(src, method, out, bpw, calib, calib_frames, opts, device).convert
+        frames = _frame_cap(calib_frames) if calib is not None else calib_frames
+        res = quantize(src, str(spec), out, spec.budget, calib, frames, opts, device).convert
     else:
-        res = convert(src, out, method, device=device)
+        res = convert(src, out, spec.quantizer(), device=device)
     info = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
             "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}
     if as_json:

@@ -17,8 +17,9 @@ class PortState(TypedDict, total=False):
     model: str
     checkpoint: str
     run_dir: str
-    quant: str
+    quant: str  # canonical QuantSpec text; read it through omnimodel.quantspec.QuantSpec.parse
     calib: str | None
+    calib_frames: int | None  # calibration frame cap (None: every frame)
     backend: str
     sandbox: str
     llm: str | None
