@@ -5,6 +5,7 @@
 # docker and local sandboxes (otherwise the first test that needs one builds it, ~1 min each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/steps.sh  # one line per step; full output in $STEP_LOG (~/.cache/omnimodel/logs/)
 
 log() { echo "[setup_system] $*"; }
 SUDO=""
@@ -17,9 +18,8 @@ for tool in g++ cmake ninja; do
     command -v "$tool" >/dev/null || need_pkgs+=("$( [[ $tool == ninja ]] && echo ninja-build || echo "$tool")")
 done
 if (( ${#need_pkgs[@]} )); then
-    log "apt-get install ${need_pkgs[*]}"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+    step "apt-get update" $SUDO apt-get update -qq
+    step "apt-get install ${need_pkgs[*]}" $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
 fi
 
 if ! docker info >/dev/null 2>&1; then
@@ -38,14 +38,11 @@ if ! docker info >/dev/null 2>&1; then
 fi
 log "docker engine $(docker version --format '{{.Server.Version}}')"
 
-start=$(date +%s)
-bash sandbox/build_image.sh
-log "sandbox image $(bash sandbox/build_image.sh --print-tag) ready ($(( $(date +%s) - start )) s)"
+step "sandbox image $(bash sandbox/build_image.sh --print-tag)" bash sandbox/build_image.sh
 
 if [[ -n "${OMNIMODEL_PYTHON:-}" ]]; then
     for box in docker local; do
-        start=$(date +%s)
-        PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$OMNIMODEL_PYTHON" -m omnimodel.cli toolchain build --backend cpu --sandbox "$box"
-        log "GGML cpu build for the $box sandbox ready ($(( $(date +%s) - start )) s)"
+        step "GGML cpu build for the $box sandbox" env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+            "$OMNIMODEL_PYTHON" -m omnimodel.cli toolchain build --backend cpu --sandbox "$box"
     done
 fi
