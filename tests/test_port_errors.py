@@ -1,0 +1,86 @@
+"""`omnimodel port` with bad inputs fails before anything is written; a failed run is marked and re-reported."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "400"}  # one logical line must not be wrapped by the terminal width
+    return subprocess.run([sys.executable, "-m", "omnimodel.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+def _error_lines(res: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in res.stderr.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--quant", "bogus"], "unknown quantizer 'bogus': use one of f32, f16"),
+        (["--quant", "actquant:3.0"], "needs calibration demonstrations: pass --calib DIR"),
+        (["--quant", "actquant"], "actquant needs a bits-per-weight budget"),
+        (["--quant", "rtn:q9_k"], "unknown GGML type 'q9_k'"),
+        (["--quant", "actquant:3.0", "--calib", "{tmp}/no-demos"], "demonstration directory"),
+        (["--backend", "tpu"], "unknown backend 'tpu'"),
+        (["--sandbox", "vm"], "unknown sandbox 'vm'"),
+        (["--checkpoint", "{tmp}/no-ckpt"], "no such checkpoint directory"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, needle):
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", *(a.format(tmp=tmp_path) for a in args), "--out", str(run), cwd=tmp_path)
+    lines = _error_lines(res)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not run.exists() and not (tmp_path / "runs").exists()
+
+
+def test_unknown_arch_fails_before_the_run_dir(tmp_path):
+    res = _cli("port", "no-such-arch", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert res.returncode == 2 and len(_error_lines(res)) == 1 and not (tmp_path / "run").exists()
+
+
+def test_failed_run_is_marked_refused_without_force_and_reported_on_resume(tmp_path):
+    skills = tmp_path / "skills"
+    shutil.copytree(REPO / "skills", skills)
+    shutil.rmtree(skills / "proprio_projector")  # the planner cannot realise this module: the run fails there
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", "--skills-dir", str(skills), "--run-dir", str(run), cwd=tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    reason = (run / "FAILED").read_text().strip()
+    assert reason.startswith("proprio_projector: module proprio_projector (ProprioProjector) has no skill") or reason.startswith(
+        "module proprio_projector (ProprioProjector) has no skill"
+    )
+    assert "\n" not in reason and "{" not in reason
+    out = res.stderr
+    assert "✗ planner" in out and "✓ planner" not in out and "✓ analyzer" in out
+    assert f"port FAILED: {reason}" in out and "worst module: none compared" in out
+
+    again = _cli("port", "openvla-oft", "--skills-dir", str(skills), "--out", str(run), cwd=tmp_path)
+    lines = _error_lines(again)
+    assert again.returncode == 2 and len(lines) == 1
+    assert "holds a failed port" in lines[0] and "--force" in lines[0] and f"--resume {run}" in lines[0]
+
+    resumed = _cli("port", "--resume", str(run), cwd=tmp_path)
+    lines = _error_lines(resumed)
+    assert resumed.returncode == 1 and len(lines) == 1 and reason in lines[0]
+
+    forced = _cli("port", "openvla-oft", "--skills-dir", str(skills), "--out", str(run), "--force", cwd=tmp_path)
+    assert forced.returncode == 1 and (run / "FAILED").read_text().strip() == reason  # replaced, failed the same way
+
+
+def test_force_refuses_a_directory_that_is_not_a_run(tmp_path):
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    res = _cli("port", "openvla-oft", "--out", str(other), "--force", cwd=tmp_path)
+    assert res.returncode == 2 and "not a run directory" in res.stderr and (other / "notes.txt").exists()
