@@ -64,10 +64,60 @@ class Arch(ABC):
     def runtime_metadata(self, cfg: Any, stats: dict | None) -> dict[str, Any]:
         """The metadata keys the native graph reads, written once each."""
 
+    # ---- name table and conversion (not abstract, so an arch package can grow into them)
+    def name_table(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(KEYS, TENSORS): C++ identifier -> metadata key (no arch prefix) / GGUF tensor name or role prefix."""
+        raise self._missing("name_table")
+
+    def module_prefix(self, module: str) -> str | None:
+        """The GGUF prefix of the role a checkpoint module sits in (a skill's tensor_map suffixes go after it)."""
+        raise self._missing("module_prefix")
+
+    def component_of(self, gguf_name: str) -> str:
+        """The component a GGUF tensor counts under (vision, projector, llm, ...)."""
+        raise self._missing("component_of")
+
+    def is_quantizable(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
+        """Whether a GGUF tensor is in the quantized set."""
+        raise self._missing("is_quantizable")
+
+    def owns_config(self, cfg: Any) -> bool:
+        """Whether a config object is this arch's config dataclass."""
+        return False
+
+    def config_json(self, cfg: Any) -> dict:
+        """The config as the checkpoint's config.json spells it (stored whole in the GGUF)."""
+        raise self._missing("config_json")
+
+    def default_transforms(self, cfg: Any) -> dict[str, list[str]]:
+        """GGUF name -> transforms the converter applies before encoding (e.g. permute_rope)."""
+        return {}
+
+    def rope_heads(self, gguf_name: str, cfg: Any) -> int:
+        """The head count permute_rope splits a tensor's rows into."""
+        raise self._missing("rope_heads")
+
+    def read_state_dict(self, ckpt: Path) -> Any:
+        """The checkpoint's flat state dict (release keys), memory-mapped where possible."""
+        raise self._missing("read_state_dict")
+
+    def read_stats(self, ckpt: Path) -> dict:
+        """The checkpoint's dataset statistics ({} when it has none)."""
+        return {}
+
+    def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
+        """A preset's reference model with deterministic random weights, and matching random statistics."""
+        raise self._missing("random_model")
+
     # ---- graph
     @abstractmethod
     def graph_skills(self) -> tuple[str, ...]:
         """The skills the arch's graph calls, in the order their functions are emitted."""
+
+    def _missing(self, what: str) -> Exception:
+        from omnimodel.errors import ConfigError
+
+        return ConfigError(f"architecture {self.name!r} does not answer {what}(); add it to its arch package")
 
     def __repr__(self) -> str:
         return f"<arch {self.name}>"

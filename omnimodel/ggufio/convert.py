@@ -1,9 +1,14 @@
 """Checkpoint -> GGUF: name mapping, explicit per-tensor transforms, quantizer plan, encoding, writing.
 
+Tensor names and metadata keys come from the architecture's name table (omnimodel.archs: the
+arch owning the source's config); generic keys from omnimodel.ggufio.constants. Each metadata
+value is written once: the generic keys, the arch's runtime metadata (the keys its graph reads)
+and the config whole as JSON.
+
 Transforms are data: `transforms[gguf_name]` lists what is applied before encoding, in order:
 `"transpose"` (2-D transpose) and `"permute_rope"` (llama.cpp's row permutation of q/k for GGML's
-interleaved RoPE; head count from the config). Fused qkv is split by the name map itself.
-`default_transforms(config)` gives the LLaMA defaults; the reflector may override entries.
+interleaved RoPE; head count from the arch). A fused tensor is split by the name map itself.
+`default_transforms(config)` gives the arch's defaults; the reflector may override entries.
 
 Type fallback: when the planned type's block does not divide a tensor's row length, the tensor
 gets the next type down `omnimodel.quant.formats.FALLBACK` that fits; each case is recorded in
@@ -12,7 +17,6 @@ gets the next type down `omnimodel.quant.formats.FALLBACK` that fits; each case 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -26,6 +30,7 @@ from rich.progress import Progress
 
 from omnimodel.errors import CheckpointError, GGUFError
 from omnimodel.ggufio import names
+from omnimodel.ggufio.constants import Keys
 from omnimodel.ggufio.writer import EncodedTensor, write_gguf
 from omnimodel.quant.encoders import encode
 from omnimodel.quant.formats import fitting_type, get_format
@@ -40,10 +45,15 @@ class ModelSource:
     """A model to convert: flat state dict (release keys), its config and dataset statistics."""
 
     state_dict: Mapping[str, torch.Tensor]
-    config: Any  # OpenVLAOFTConfig
+    config: Any  # the arch's config dataclass
     stats: dict = field(default_factory=dict)
-    name: str = names.ARCH
+    name: str = ""  # general.name; the arch's name when empty
     model: torch.nn.Module | None = None
+
+    @property
+    def arch(self):
+        """The arch that owns this source's config."""
+        return names.arch_for(config=self.config)
 
 
 @dataclass
@@ -60,30 +70,23 @@ class ConvertResult:
 
 def load_source(src: str | os.PathLike, seed: int = 0) -> ModelSource:
     """A checkpoint directory, or a preset name (random init with `seed`)."""
-    from omnimodel.archs.openvla_oft import checkpoint
-    from omnimodel.archs.openvla_oft.model import PRESETS
-    from omnimodel.models import zoo
+    from omnimodel import archs
 
     path = Path(src)
     if path.is_dir():
-        stats_file = path / checkpoint.STATS_FILE
-        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        cfg = checkpoint.read_config(path)
-        return ModelSource(checkpoint.read_state_dict(path), cfg, stats, cfg.name)
-    if str(src) in PRESETS:
-        model = zoo.build_random_model(str(src), seed)
-        sd = dict(model.state_dict())
-        return ModelSource(sd, model.cfg, zoo.random_stats(seed, model.cfg.action_dim, model.cfg.proprio_dim), str(src), model)
-    raise CheckpointError(f"{src}: neither a checkpoint directory nor a preset ({', '.join(PRESETS)})")
+        arch = archs.for_checkpoint(path)
+        cfg = arch.read_config(path)
+        return ModelSource(arch.read_state_dict(path), cfg, arch.read_stats(path), getattr(cfg, "name", "") or path.name)
+    known = [p for a in archs.registry().values() for p in a.presets()]
+    if str(src) in known:
+        model, stats = archs.for_preset(str(src)).random_model(str(src), seed)
+        return ModelSource(dict(model.state_dict()), model.cfg, stats, str(src), model)
+    raise CheckpointError(f"{src}: neither a checkpoint directory nor a preset ({', '.join(known)})")
 
 
 def default_transforms(config: Any) -> dict[str, list[str]]:
-    """LLaMA q/k rows get permute_rope (as llama.cpp's converter does); nothing else is transformed."""
-    out = {}
-    for i in range(int(config.layers)):
-        out[f"blk.{i}.attn_q.weight"] = ["permute_rope"]
-        out[f"blk.{i}.attn_k.weight"] = ["permute_rope"]
-    return out
+    """The arch's default transforms (LLaMA q/k rows: permute_rope, as llama.cpp's converter does)."""
+    return names.arch_for(config=config).default_transforms(config)
 
 
 def permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -95,71 +98,47 @@ def permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, rows // n_head // 2, *rest).transpose(1, 2).reshape(rows, *rest)
 
 
-def _rope_heads(gguf_name: str, config: Any) -> int:
-    return int(config.kv_heads) if ".attn_k." in gguf_name else int(config.heads)
-
-
 def apply_transforms(gguf_name: str, w: torch.Tensor, steps: list[str], config: Any) -> torch.Tensor:
     """Apply the listed transforms to one tensor, in order."""
     for step in steps:
         if step == "transpose":
             w = w.t().contiguous()
         elif step == "permute_rope":
-            w = permute_rope(w, _rope_heads(gguf_name, config))
+            w = permute_rope(w, names.arch_for(config=config).rope_heads(gguf_name, config))
         else:
             raise GGUFError(f"tensor {gguf_name!r}: unknown transform {step!r}; known: {', '.join(TRANSFORMS)}")
     return w
 
 
-def gguf_tensors(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map checkpoint keys to GGUF names (fused qkv split into q, k, v rows); SigLIP attn_pool skipped."""
+def gguf_tensors(sd: Mapping[str, torch.Tensor], arch=None) -> dict[str, torch.Tensor]:
+    """Map checkpoint keys to GGUF names (a fused tensor split into its rows' parts); keys named nothing skipped."""
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
-        if ".attn_pool." in key:
-            continue  # the SigLIP pooling head is unused by OpenVLA-OFT
+        owner = names.arch_for(arch, key=key)
         try:
-            targets = names.gguf_names(key)
+            targets = owner.gguf_names(key)
         except KeyError:
-            raise CheckpointError(f"checkpoint key {key!r} has no GGUF name; extend omnimodel/ggufio/names.py") from None
+            raise CheckpointError(
+                f"checkpoint key {key!r} has no GGUF name; extend the {owner.name} name table (its names.py)"
+            ) from None
+        if not targets:
+            continue  # in the checkpoint, never run
         parts = [value] if len(targets) == 1 else list(torch.chunk(value, len(targets), dim=0))
         for name, part in zip(targets, parts, strict=True):
             out[name] = part
     return out
 
 
-def hyperparameters(config: Any) -> dict[str, Any]:
-    """Flat arch-prefixed hyper-parameters, llama.cpp-style for the trunk plus every config scalar."""
-    meta: dict[str, Any] = {
-        names.arch_key("llm.block_count"): int(config.layers),
-        names.arch_key("llm.embedding_length"): int(config.hidden),
-        names.arch_key("llm.feed_forward_length"): int(config.mlp),
-        names.arch_key("llm.attention.head_count"): int(config.heads),
-        names.arch_key("llm.attention.head_count_kv"): int(config.kv_heads),
-        names.arch_key("llm.attention.layer_norm_rms_epsilon"): float(config.rms_eps),
-        names.arch_key("llm.rope.freq_base"): float(config.rope_theta),
-        names.arch_key("llm.context_length"): int(config.max_positions),
-        names.arch_key("llm.vocab_size"): int(config.vocab),
+def base_metadata(src: ModelSource, quant_method: str) -> dict[str, Any]:
+    """The generic keys: architecture, name, quantization method, the config and statistics as JSON."""
+    arch = src.arch
+    return {
+        Keys.General.ARCHITECTURE: arch.name,
+        Keys.General.NAME: src.name or arch.name,
+        Keys.Omnimodel.QUANT_METHOD: quant_method,
+        Keys.Omnimodel.CONFIG_JSON: json.dumps(arch.config_json(src.config)),
+        Keys.Omnimodel.DATASET_STATISTICS_JSON: json.dumps(src.stats),
     }
-
-    def flatten(prefix: str, d: dict) -> None:
-        for k, v in d.items():
-            key = f"{prefix}.{k}" if prefix else k
-            if isinstance(v, dict):
-                flatten(key, v)
-            elif isinstance(v, (bool, int, float, str)):
-                meta[names.arch_key(f"config.{key}")] = v
-
-    flatten("", dataclasses.asdict(config))
-    return meta
-
-
-def _config_json(config: Any) -> str:
-    try:
-        from omnimodel.archs.openvla_oft.checkpoint import config_to_json
-
-        return json.dumps(config_to_json(config))
-    except (ImportError, AttributeError, TypeError):
-        return json.dumps(dataclasses.asdict(config))
 
 
 def _transformed_shape(w: torch.Tensor, steps: list[str]) -> tuple[int, ...]:
@@ -199,7 +178,8 @@ def convert(
     q = load_quantizer(quantizer)
     cfg = src.config
     steps = default_transforms(cfg) if transforms is None else transforms
-    tensors = gguf_tensors(src.state_dict)
+    arch = src.arch
+    tensors = gguf_tensors(src.state_dict, arch)
     unknown = sorted(set(steps) - set(tensors))
     if transforms is not None and unknown:
         raise GGUFError(f"transforms name tensors that do not exist: {', '.join(unknown[:3])}")
@@ -210,7 +190,7 @@ def convert(
     shapes = {n: _transformed_shape(w, steps.get(n, [])) for n, w in tensors.items()}
     prepared = _LazyTransformed(tensors, steps, cfg)
     quantizable = _LazyTransformed(
-        {n: w for n, w in tensors.items() if names.is_quantizable(n, shapes[n])}, steps, cfg
+        {n: w for n, w in tensors.items() if arch.is_quantizable(n, shapes[n])}, steps, cfg
     )
     ctx = QuantContext(config=cfg, model=src.model, calibration=calibration, budget_bpw=budget_bpw)
     plan = q.plan(quantizable, ctx)
@@ -247,14 +227,9 @@ def convert(
             encoded.append(EncodedTensor(name, qtype, shape, data))
             progress.advance(task)
 
-    meta: dict[str, Any] = {
-        names.KEY_ARCH: names.ARCH,
-        names.KEY_NAME: src.name,
-        names.KEY_QUANT_METHOD: q.name,
-        names.KEY_CONFIG_JSON: _config_json(cfg),
-        names.KEY_NORM_STATS_JSON: json.dumps(src.stats),
-    }
-    meta.update(hyperparameters(cfg))
+    meta = base_metadata(src, q.name)
+    one_dataset = src.stats if ("action" in src.stats or len(src.stats) == 1) else None
+    meta.update(arch.runtime_metadata(cfg, one_dataset))
     meta.update(metadata or {})
     path = write_gguf(out_path, encoded, meta)
     total_bits = sum(8 * t.nbytes for t in encoded)

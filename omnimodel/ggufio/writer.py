@@ -14,7 +14,7 @@ import torch
 
 from omnimodel.atomic import atomic_path
 from omnimodel.errors import GGUFError
-from omnimodel.ggufio import names
+from omnimodel.ggufio.constants import Keys
 from omnimodel.quant.formats import get_format
 
 
@@ -59,7 +59,7 @@ def write_gguf(
     metadata: dict[str, Any],
     alignment: int = 32,
 ) -> Path:
-    """Write `tensors` (in order) and `metadata` to `path`; returns the path."""
+    """Write `tensors` (in order) and `metadata` (general.architecture among it) to `path`; returns the path."""
     path = Path(path)
     seen: set[str] = set()
     for t in tensors:
@@ -67,11 +67,11 @@ def write_gguf(
             raise GGUFError(f"tensor {t.name!r} appears twice; every GGUF tensor name must be unique")
         seen.add(t.name)
     with atomic_path(path) as tmp:
-        w = gguf.GGUFWriter(str(tmp), arch=metadata.get(names.KEY_ARCH, names.ARCH))
+        w = gguf.GGUFWriter(str(tmp), arch=str(metadata.get(Keys.General.ARCHITECTURE, "")))
         if alignment != gguf.GGUF_DEFAULT_ALIGNMENT:
             w.add_custom_alignment(alignment)
         for key, value in metadata.items():
-            if key == names.KEY_ARCH:
+            if key == Keys.General.ARCHITECTURE:
                 continue
             _add_metadata(w, key, value)
         for t in tensors:

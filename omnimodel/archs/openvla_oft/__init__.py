@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from omnimodel.archs.base import Arch
-
-NAME = "openvla-oft"
+from omnimodel.archs.openvla_oft.names import ARCH as NAME
 
 # The skills this arch's graph calls, in the order their functions are emitted.
 GRAPH_SKILLS = (
@@ -94,14 +93,76 @@ class OpenVLAOFTArch(Arch):
         return zoo.info(target)
 
     def gguf_names(self, key: str) -> list[str]:
-        from omnimodel.ggufio import names
+        from omnimodel.archs.openvla_oft import names
 
         return names.gguf_names(key)
+
+    def name_table(self) -> tuple[dict[str, str], dict[str, str]]:
+        from omnimodel.archs.openvla_oft import names
+
+        return dict(names.KEYS), dict(names.TENSORS)
+
+    def module_prefix(self, module: str) -> str | None:
+        from omnimodel.archs.openvla_oft import names
+
+        return names.module_prefix(module)
+
+    def component_of(self, gguf_name: str) -> str:
+        from omnimodel.archs.openvla_oft import names
+
+        return names.component_of(gguf_name)
+
+    def is_quantizable(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
+        from omnimodel.archs.openvla_oft import names
+
+        return names.is_quantizable(gguf_name, shape)
 
     def runtime_metadata(self, cfg: Any, stats: dict | None) -> dict[str, Any]:
         from omnimodel.archs.openvla_oft.metadata import runtime_metadata
 
         return runtime_metadata(cfg, stats)
+
+    def owns_config(self, cfg: Any) -> bool:
+        from omnimodel.archs.openvla_oft.model import OpenVLAOFTConfig
+
+        return type(cfg) is OpenVLAOFTConfig
+
+    def config_json(self, cfg: Any) -> dict:
+        from omnimodel.archs.openvla_oft.checkpoint import config_to_json
+
+        return config_to_json(cfg)
+
+    def default_transforms(self, cfg: Any) -> dict[str, list[str]]:
+        # LLaMA q/k rows get permute_rope, as llama.cpp's converter does; nothing else is transformed.
+        from omnimodel.archs.openvla_oft.names import tensor
+
+        out: dict[str, list[str]] = {}
+        for i in range(int(cfg.layers)):
+            out[tensor("BLK_ATTN_Q_WEIGHT", bid=i)] = ["permute_rope"]
+            out[tensor("BLK_ATTN_K_WEIGHT", bid=i)] = ["permute_rope"]
+        return out
+
+    def rope_heads(self, gguf_name: str, cfg: Any) -> int:
+        return int(cfg.kv_heads) if ".attn_k." in gguf_name else int(cfg.heads)
+
+    def read_state_dict(self, ckpt: Path) -> Any:
+        from omnimodel.archs.openvla_oft.checkpoint import read_state_dict
+
+        return read_state_dict(Path(ckpt))
+
+    def read_stats(self, ckpt: Path) -> dict:
+        import json
+
+        from omnimodel.archs.openvla_oft.checkpoint import STATS_FILE
+
+        path = Path(ckpt) / STATS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
+        from omnimodel.models import zoo
+
+        model = zoo.build_random_model(preset, seed)
+        return model, zoo.random_stats(seed, model.cfg.action_dim, model.cfg.proprio_dim)
 
     def graph_skills(self) -> tuple[str, ...]:
         return GRAPH_SKILLS

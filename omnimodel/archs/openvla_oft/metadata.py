@@ -1,7 +1,8 @@
 """The GGUF metadata keys the native runtime reads: sizes, epsilons, token ids and dataset statistics.
 
 The converter merges `runtime_metadata(cfg, stats)` into the GGUF's metadata; the generated C++
-reads exactly these keys (templates/cpp/omnimodel_policy.cpp.j2, `read_hparams`).
+reads exactly these keys, each spelled once in the name table (names.KEYS, rendered into the
+graph's omni_names.h).
 """
 
 from __future__ import annotations
@@ -16,41 +17,37 @@ from omnimodel.archs.openvla_oft.model import (
     STOP_INDEX,
     OpenVLAOFTConfig,
 )
+from omnimodel.archs.openvla_oft.names import ARCH, TOWERS, key
 from omnimodel.errors import ConfigError
-from omnimodel.ggufio import names
+from omnimodel.ggufio.constants import arch_key
 
-ACTION_LN_EPS = 1e-5  # PyTorch's LayerNorm default in OFT's MLPResNet
-PLACEHOLDER_TOKEN_ID = 1  # OFT's action placeholders: input id 1, embedding zeroed
+ACTION_LN_EPS = 1e-5  # PyTorch's LayerNorm default in the action head's MLPResNet
+PLACEHOLDER_TOKEN_ID = 1  # the action placeholders: input id 1, embedding zeroed
 
-# Every key the C++ reads (without the architecture prefix); required ones make omni_load fail.
-REQUIRED_KEYS = (
-    "vision.v.head_count",
-    "vision.v.block_count",
-    "vision.v2.head_count",
-    "vision.v2.block_count",
-    "llm.head_count",
-    "llm.block_count",
-)
+# Keys the C++ requires (omni_load fails without them); the others have defaults there.
+REQUIRED = ("V_HEAD_COUNT", "V_BLOCK_COUNT", "LLM_HEAD_COUNT", "LLM_BLOCK_COUNT")
 
 
-def _tower(prefix: str, t, mean, std) -> dict[str, Any]:
-    k = f"vision.{prefix}."
+def _tower(tower: str, t, mean, std) -> dict[str, Any]:
+    def k(ident: str) -> str:
+        return key(ident, tower=tower)
+
     return {
-        k + "head_count": t.heads,
-        k + "block_count": t.depth,
-        k + "patch_size": t.patch,
-        k + "image_size": t.image,
-        k + "n_registers": t.n_registers,
-        k + "class_token": bool(t.class_token),
-        k + "layer_scale": bool(t.layer_scale),
-        k + "layer_norm_epsilon": float(t.ln_eps),
-        k + "image_mean": [float(x) for x in mean],
-        k + "image_std": [float(x) for x in std],
+        k("V_HEAD_COUNT"): t.heads,
+        k("V_BLOCK_COUNT"): t.depth,
+        k("V_PATCH_SIZE"): t.patch,
+        k("V_IMAGE_SIZE"): t.image,
+        k("V_N_REGISTERS"): t.n_registers,
+        k("V_CLASS_TOKEN"): bool(t.class_token),
+        k("V_LAYER_SCALE"): bool(t.layer_scale),
+        k("V_LAYER_NORM_EPS"): float(t.ln_eps),
+        k("V_IMAGE_MEAN"): [float(x) for x in mean],
+        k("V_IMAGE_STD"): [float(x) for x in std],
     }
 
 
 def runtime_metadata(cfg: OpenVLAOFTConfig, stats: dict | None = None) -> dict[str, Any]:
-    """Metadata key -> value for the native runtime.
+    """Metadata key -> value for the native runtime, every key from the name table (names.KEYS).
 
     `stats` is dataset_statistics.json's content (one dataset key) or one entry of it.
     """
@@ -59,36 +56,36 @@ def runtime_metadata(cfg: OpenVLAOFTConfig, stats: dict | None = None) -> dict[s
             raise ConfigError(f"dataset statistics hold {len(stats)} datasets; pass the entry to use")
         stats = next(iter(stats.values()))
     meta: dict[str, Any] = {}
-    meta.update(_tower("v", cfg.dino, DINO_MEAN, DINO_STD))
-    meta.update(_tower("v2", cfg.siglip, SIGLIP_MEAN, SIGLIP_STD))
+    meta.update(_tower(TOWERS["featurizer"], cfg.dino, DINO_MEAN, DINO_STD))
+    meta.update(_tower(TOWERS["fused_featurizer"], cfg.siglip, SIGLIP_MEAN, SIGLIP_STD))
     meta.update(
         {
-            "llm.head_count": cfg.heads,
-            "llm.head_count_kv": cfg.kv_heads,
-            "llm.block_count": cfg.layers,
-            "llm.rms_norm_epsilon": float(cfg.rms_eps),
-            "llm.rope_freq_base": float(cfg.rope_theta),
-            "llm.context_length": cfg.max_positions,
-            "llm.bos_token_id": cfg.bos_token_id,
-            "llm.stop_token_id": STOP_INDEX,
-            "llm.placeholder_token_id": PLACEHOLDER_TOKEN_ID,
-            "action.chunk": cfg.chunk,
-            "action.dim": cfg.action_dim,
-            "action.head_blocks": cfg.head_blocks,
-            "action.layer_norm_epsilon": ACTION_LN_EPS,
-            "proprio.dim": cfg.proprio_dim,
-            "num_images": cfg.num_images,
+            key("LLM_HEAD_COUNT"): cfg.heads,
+            key("LLM_HEAD_COUNT_KV"): cfg.kv_heads,
+            key("LLM_BLOCK_COUNT"): cfg.layers,
+            key("LLM_RMS_EPS"): float(cfg.rms_eps),
+            key("LLM_ROPE_FREQ_BASE"): float(cfg.rope_theta),
+            key("LLM_CONTEXT_LENGTH"): cfg.max_positions,
+            key("LLM_BOS_TOKEN_ID"): cfg.bos_token_id,
+            key("LLM_STOP_TOKEN_ID"): STOP_INDEX,
+            key("LLM_PLACEHOLDER_TOKEN_ID"): PLACEHOLDER_TOKEN_ID,
+            key("ACTION_CHUNK"): cfg.chunk,
+            key("ACTION_DIM"): cfg.action_dim,
+            key("ACTION_HEAD_BLOCKS"): cfg.head_blocks,
+            key("ACTION_LAYER_NORM_EPS"): ACTION_LN_EPS,
+            key("PROPRIO_DIM"): cfg.proprio_dim,
+            key("NUM_IMAGES"): cfg.num_images,
         }
     )
     if stats:
         action, proprio = stats["action"], stats["proprio"]
         meta.update(
             {
-                "norm.action_q01": [float(x) for x in action["q01"]],
-                "norm.action_q99": [float(x) for x in action["q99"]],
-                "norm.action_mask": [bool(x) for x in action.get("mask", [True] * len(action["q01"]))],
-                "norm.proprio_q01": [float(x) for x in proprio["q01"]],
-                "norm.proprio_q99": [float(x) for x in proprio["q99"]],
+                key("NORM_ACTION_Q01"): [float(x) for x in action["q01"]],
+                key("NORM_ACTION_Q99"): [float(x) for x in action["q99"]],
+                key("NORM_ACTION_MASK"): [bool(x) for x in action.get("mask", [True] * len(action["q01"]))],
+                key("NORM_PROPRIO_Q01"): [float(x) for x in proprio["q01"]],
+                key("NORM_PROPRIO_Q99"): [float(x) for x in proprio["q99"]],
             }
         )
-    return {names.arch_key(k): v for k, v in meta.items()}
+    return {arch_key(ARCH, k): v for k, v in meta.items()}

@@ -1,0 +1,37 @@
+"""GGUF constants every architecture shares: the generic metadata keys and the name-length limit.
+
+gguf-py style: keys are grouped in classes, spelled once here and imported everywhere else. An
+architecture's own keys and tensor names live in its name table (`omnimodel/archs/<arch>/names.py`,
+`KEYS` and `TENSORS`); its metadata keys are written under its name (`<arch>.<key>`, `arch_key`).
+"""
+
+from __future__ import annotations
+
+GGUF_NAME_MAX = 63  # GGML_MAX_NAME (64) with its terminating NUL
+
+
+class Keys:
+    """Metadata keys not specific to an architecture."""
+
+    class General:
+        ARCHITECTURE = "general.architecture"
+        NAME = "general.name"
+        FILE_TYPE = "general.file_type"
+
+    class Omnimodel:
+        QUANT_METHOD = "omnimodel.quant.method"
+        CONFIG_JSON = "omnimodel.config_json"  # the arch's whole config, as its config.json spells it
+        DATASET_STATISTICS_JSON = "omnimodel.dataset_statistics_json"
+
+    class Module:
+        """Keys of a skill's test_vector.gguf and a run's reference/<module>.gguf."""
+
+        NAME = "omnimodel.module.name"
+        CLASS = "omnimodel.module.class"
+        INSTRUCTION = "omnimodel.instruction"
+        OUT_SHAPE = "omnimodel.out.shape"
+
+
+def arch_key(arch_name: str, key: str) -> str:
+    """An architecture's metadata key under its name: `arch_key("x", "llm.block_count")` is `x.llm.block_count`."""
+    return f"{arch_name}.{key}"
