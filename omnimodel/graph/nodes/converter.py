@@ -20,7 +20,7 @@ def tensor_transforms(cfg, plan: Plan, overrides: dict) -> dict[str, list[str]]:
     steps = dict(canonical)
     for key, entry in plan.param_transforms.items():
         try:
-            targets = names.gguf_names(key)
+            targets = names.gguf_names(key, plan.arch)
         except KeyError:
             continue
         for target in targets:
@@ -35,13 +35,14 @@ def tensor_transforms(cfg, plan: Plan, overrides: dict) -> dict[str, list[str]]:
 
 def converter(state: PortState) -> dict:
     """Writes model.gguf and gguf.json (path, bytes, bpw, per-tensor types)."""
-    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel import archs
     from omnimodel.ggufio.convert import convert, load_source
     from omnimodel.models.preprocess import select_stats
 
     t0 = time.perf_counter()
     run_dir = Path(state["run_dir"])
     plan = Plan.read(run_dir)
+    arch = archs.get(plan.arch)
     src = load_source(state["checkpoint"])
     _, stats = select_stats(src.stats, state.get("unnorm_key"))
     spec = QuantSpec.parse(state.get("quant", "f32"))
@@ -55,14 +56,12 @@ def converter(state: PortState) -> dict:
         tokenizer = load_tokenizer(Path(state["checkpoint"]))
         calibration = from_demos(state["calib"], stats, tokenizer, src.config.text_vocab, state.get("calib_frames"), 0)
     if spec.needs_calibration or state.get("calib"):
-        from omnimodel.archs.openvla_oft.checkpoint import load_model
-
-        src.model = load_model(Path(state["checkpoint"]))
+        src.model = arch.load_model(Path(state["checkpoint"]))
     result = convert(
         src,
         run_dir / "model.gguf",
         spec.quantizer(),
-        metadata=runtime_metadata(src.config, stats),
+        metadata=arch.runtime_metadata(src.config, stats),
         transforms=tensor_transforms(src.config, plan, state.get("transform_overrides", {})),
         calibration=calibration,
         budget_bpw=spec.budget,
