@@ -4,7 +4,7 @@ Works on real LIBERO files (`<task>_demo.hdf5` under a suite folder) and on `omn
 export` output. Images come back upright and 224x224, i.e. exactly what `predict_action` receives
 in `omnimodel eval`: files in the "opengl" convention (LIBERO's raw one, and ours) are rotated
 180 degrees; other sizes (LIBERO's 128x128) are resized with Lanczos. Actions are kept in LIBERO's
-convention (gripper -1 open / +1 close); `policy_actions` maps them to OpenVLA-OFT's training
+convention (gripper -1 open / +1 close); `policy_actions` maps them to the policy's training
 convention (gripper 1 open / 0 close), which is what the policy predicts before `process_action`.
 """
 
@@ -210,7 +210,7 @@ def subsample_frames(episodes: list[Episode], n: int | None, seed: int = 0) -> l
 
 
 def policy_actions(actions: np.ndarray) -> np.ndarray:
-    """LIBERO actions -> OpenVLA-OFT training convention: gripper 1 - clip(g, 0, 1) (1 open, 0 close)."""
+    """LIBERO actions -> the policy's training convention: gripper 1 - clip(g, 0, 1) (1 open, 0 close)."""
     out = np.array(actions, dtype=np.float32, copy=True)
     out[..., 6] = 1.0 - np.clip(out[..., 6], 0.0, 1.0)
     return out
@@ -295,7 +295,7 @@ def stat_block(x: np.ndarray) -> dict:
 
 
 def dataset_statistics(episodes: list[Episode]) -> dict:
-    """OpenVLA-OFT's per-dataset statistics (action on the policy convention, proprio), for dataset_statistics.json."""
+    """The policy's per-dataset statistics (action on the policy convention, proprio), for dataset_statistics.json."""
     if not episodes:
         raise CalibError("no episodes to compute dataset statistics from")
     actions = np.concatenate([policy_actions(ep.actions) for ep in episodes]).astype(np.float64)

@@ -1,8 +1,9 @@
 """`omnimodel eval`: closed-loop success per suite and offline action L1 for any policy with `predict_action`.
 
 A policy is any object with `predict_action(images, proprio, instruction) -> (chunk, 7)`
-returning un-normalised actions in OpenVLA-OFT's convention (gripper 1 open / 0 close). Each
-chunk is executed open loop, each action post-processed like OFT's LIBERO eval (`process_action`).
+returning un-normalised actions in the policy convention (gripper 1 open / 0 close). Each chunk
+is executed open loop, each action post-processed as the LIBERO evaluation of these policies does
+(`process_action`).
 Environments are Gymnasium-style (`reset(seed=...)`, 5-tuple `step`) with LIBERO's observation
 keys; users plug their own in through `EvalTask` (and the CLI's `--tasks MODULE:FUNCTION`).
 """
@@ -37,7 +38,7 @@ class Policy(Protocol):
 
 
 def libero_observation(obs: dict) -> tuple[list[np.ndarray], np.ndarray]:
-    """OFT's prepare step for LIBERO-convention observations: rotate both images 180 degrees, build the 8-D state."""
+    """The policy's prepare step for LIBERO-convention observations: rotate both images 180 degrees, build the 8-D state."""
     images = [
         np.ascontiguousarray(obs[k][::-1, ::-1]) for k in ("agentview_image", "robot0_eye_in_hand_image")
     ]
@@ -60,7 +61,7 @@ def _quat_to_axis_angle(q: np.ndarray) -> np.ndarray:
 
 
 def process_action(action: np.ndarray) -> np.ndarray:
-    """OFT's post-processing: gripper [0, 1] -> [-1, 1], binarised by sign, then sign flipped (1 open -> -1 open)."""
+    """The policy convention's post-processing: gripper [0, 1] -> [-1, 1], binarised by sign, then sign flipped (1 open -> -1 open)."""
     out = np.array(action, dtype=np.float64, copy=True)
     g = 2.0 * out[..., 6] - 1.0
     out[..., 6] = -np.sign(g)

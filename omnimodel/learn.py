@@ -38,8 +38,7 @@ def skill_name(slot: str, cls: str) -> str:
 
 def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, version: int) -> dict:
     """Write the candidate skill for one LLM-realised unit into `folder`; returns its summary."""
-    from omnimodel.archs.openvla_oft.checkpoint import read_config
-    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel import archs
     from omnimodel.codegen.slots import function_name, signature, slot_by_skill
     from omnimodel.codegen.testvectors import write_vector
     from omnimodel.ggufio import names
@@ -88,12 +87,13 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
     )
     tmap = {}
     for param in sorted(params):
-        target = names.gguf_names(f"{module}.{param}")[0]
+        target = names.gguf_names(f"{module}.{param}", plan.get("arch"))[0]
         tmap[param] = {"gguf": target[len(prefix) :] if indexed else target, "transforms": []}
     (folder / "tensor_map.yaml").write_text(yaml.safe_dump(tmap, sort_keys=False), encoding="utf-8")
 
     ckpt = Path(state["checkpoint"])
-    cfg = read_config(ckpt)
+    arch = archs.for_checkpoint(ckpt)
+    cfg = arch.read_config(ckpt)
     _, stats = select_stats(
         json.loads((ckpt / "dataset_statistics.json").read_text()), state.get("unnorm_key")
     )
@@ -103,7 +103,7 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
         ref[k] for k in sorted((k for k in ref if k.startswith("in.")), key=lambda k: int(k.split(".")[1]))
     ]
     write_vector(
-        folder / "test_vector.gguf", module, cls, weights, runtime_metadata(cfg, stats), inputs, ref["out"]
+        folder / "test_vector.gguf", module, cls, weights, arch.runtime_metadata(cfg, stats), inputs, ref["out"]
     )
     return {
         "name": name,

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omnimodel.archs.openvla_oft.model import OpenVLAOFT
 from omnimodel.ggufio import names
 
 
@@ -96,13 +95,16 @@ def gguf_types(path: Path) -> dict[str, str]:
 
 def emulate_activation_rounding(model: nn.Module, types: dict[str, str]) -> int:
     """Swap each Linear whose GGUF weight is not F32 for a GGMLLinear; returns how many were swapped."""
+    arch = names.arch_for(config=getattr(model, "cfg", None))
     swapped = 0
     for name, mod in list(model.named_modules()):
         if not isinstance(mod, nn.Linear):
             continue
         try:
-            targets = names.gguf_names(f"{name}.weight")
+            targets = arch.gguf_names(f"{name}.weight")
         except KeyError:
+            continue
+        if not targets:
             continue
         acts = [ACTIVATION_TYPE.get(types.get(t, "F32"), "F32") for t in targets]
         if all(a == "F32" for a in acts):
@@ -115,7 +117,7 @@ def emulate_activation_rounding(model: nn.Module, types: dict[str, str]) -> int:
     return swapped
 
 
-def simulate(model: OpenVLAOFT, gguf_path: Path, emulate_activations: bool = True) -> OpenVLAOFT:
+def simulate(model: nn.Module, gguf_path: Path, emulate_activations: bool = True) -> nn.Module:
     """Load the dequantized GGUF weights into `model` in place (inverting the converter's layout).
 
     With `emulate_activations`, every matmul whose weight GGML stores quantized also rounds its
@@ -123,22 +125,24 @@ def simulate(model: OpenVLAOFT, gguf_path: Path, emulate_activations: bool = Tru
     the native build performs, not only its weights.
     """
     cfg = model.cfg
+    arch = names.arch_for(config=cfg)
+    permuted = {n for n, steps in arch.default_transforms(cfg).items() if "permute_rope" in steps}
     stored = read_gguf_dequantized(gguf_path)
     new_state = {}
     for key, value in model.state_dict().items():
         try:
-            targets = names.gguf_names(key)
+            targets = arch.gguf_names(key)
         except KeyError:
             continue
-        if any(t not in stored for t in targets):
+        if not targets or any(t not in stored for t in targets):
             continue
-        if len(targets) == 3:
+        if len(targets) > 1:
             arr = np.concatenate([stored[t] for t in targets], axis=0)
         else:
             arr = stored[targets[0]]
             t = targets[0]
-            if t.startswith("blk.") and t.endswith(("attn_q.weight", "attn_k.weight")):
-                arr = rope_unpermute(arr, cfg.heads if "attn_q" in t else cfg.kv_heads)
+            if t in permuted:
+                arr = rope_unpermute(arr, arch.rope_heads(t, cfg))
         new_state[key] = torch.from_numpy(np.array(arr.reshape(value.shape))).to(value.dtype)
     model.load_state_dict(new_state, strict=False)
     if emulate_activations:

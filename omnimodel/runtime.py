@@ -134,7 +134,7 @@ class NativePolicy:
         return self._handle
 
     def prompt_ids(self, instruction: str) -> np.ndarray:
-        """BOS + OpenVLA's prompt + the space token, as the PyTorch policy builds it."""
+        """BOS + the policy's prompt + the space token, as the PyTorch policy builds it."""
         if self.tokenizer is None:
             raise CheckpointError("this NativePolicy has no tokenizer; pass token ids to predict_ids instead")
         from omnimodel.models.tokenizer import build_prompt_ids

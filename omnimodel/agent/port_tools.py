@@ -38,12 +38,12 @@ def module_source(checkpoint: str, module: str) -> str:
     """The PyTorch source of a module's class and of its descendants' non-torch classes."""
     import torch
 
-    from omnimodel.archs.openvla_oft.checkpoint import read_config
-    from omnimodel.archs.openvla_oft.model import OpenVLAOFT
+    from omnimodel import archs
     from omnimodel.models.custom import install_custom_modules
 
+    arch = archs.for_checkpoint(Path(checkpoint))
     with torch.device("meta"):
-        model = OpenVLAOFT(read_config(Path(checkpoint)))
+        model = arch.build_model(arch.read_config(Path(checkpoint)))
         install_custom_modules(model, Path(checkpoint))
     sub = model.get_submodule(module)
     seen, parts = set(), []

@@ -97,6 +97,10 @@ class Arch(ABC):
         """The head count permute_rope splits a tensor's rows into."""
         raise self._missing("rope_heads")
 
+    def build_model(self, cfg: Any) -> Any:
+        """The reference PyTorch model for a config, with the weights it is constructed with."""
+        raise self._missing("build_model")
+
     def read_state_dict(self, ckpt: Path) -> Any:
         """The checkpoint's flat state dict (release keys), memory-mapped where possible."""
         raise self._missing("read_state_dict")

@@ -67,7 +67,7 @@ def load_tokenizer(ckpt_dir: Path) -> Tokenizer:
 
 
 def build_prompt_ids(tok: Tokenizer, instruction: str) -> list[int]:
-    """OpenVLA's prompt with BOS, ending with the '▁' token as predict_action appends it."""
+    """The policy prompt with BOS, ending with the '▁' token as predict_action appends it."""
     prompt = f"In: What action should the robot take to {instruction.lower()}?\nOut:"
     ids = tok.encode(prompt).ids
     if not ids or ids[0] != 1:

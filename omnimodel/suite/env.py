@@ -6,7 +6,7 @@ Actions are LIBERO's 7-D end-effector deltas: (dx, dy, dz, droll, dpitch, dyaw, 
 +1 closes. Grasping is kinematic: closing the fingers near an object at low height attaches it,
 opening drops it onto whatever lies below (a plate/bowl, the flat top of a cube/cylinder, or the
 table). Observation images follow LIBERO's raw convention: upside down (rotated 180 degrees);
-`upright()` undoes that, as OpenVLA-OFT's eval does before the policy.
+`upright()` undoes that, as the policies' LIBERO eval does before the policy.
 """
 
 from __future__ import annotations

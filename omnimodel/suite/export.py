@@ -5,7 +5,7 @@ Layout (as LIBERO's datasets): `data` group with attrs `problem_info` (JSON hold
 `total`; `data/demo_N/actions` (T, 7), `dones`, `rewards`, `obs/{agentview_rgb, eye_in_hand_rgb,
 ee_pos, ee_ori, ee_states, gripper_states, joint_states}`. Images are stored exactly as the env
 returns them: 224x224 and upside down (`macros_image_convention` = "opengl", LIBERO's raw
-convention); omnimodel.calib rotates them 180 degrees on read, as OpenVLA-OFT's eval does before
+convention); omnimodel.calib rotates them 180 degrees on read, as the policies' LIBERO eval does before
 the policy, so the reader yields the same images the policy sees in `omnimodel eval`.
 Only successful expert episodes are kept (as in LIBERO); frame t is the observation before action t.
 """

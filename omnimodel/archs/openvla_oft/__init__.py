@@ -145,6 +145,11 @@ class OpenVLAOFTArch(Arch):
     def rope_heads(self, gguf_name: str, cfg: Any) -> int:
         return int(cfg.kv_heads) if ".attn_k." in gguf_name else int(cfg.heads)
 
+    def build_model(self, cfg: Any) -> Any:
+        from omnimodel.archs.openvla_oft.model import OpenVLAOFT
+
+        return OpenVLAOFT(cfg)
+
     def read_state_dict(self, ckpt: Path) -> Any:
         from omnimodel.archs.openvla_oft.checkpoint import read_state_dict
 

@@ -28,11 +28,11 @@ def _expected(key: str, value: torch.Tensor, cfg) -> dict[str, np.ndarray]:
 
 def diagnose_layout(run_dir: Path, module: str | None, cfg: dict, checkpoint: str) -> list[dict]:
     """Compare the GGUF's tensors of `module` (or all) with the checkpoint; name each misplaced one."""
-    from omnimodel.archs.openvla_oft.checkpoint import read_state_dict
-    from omnimodel.archs.openvla_oft.model import OpenVLAOFTConfig
+    from omnimodel import archs
 
-    config = OpenVLAOFTConfig.from_dict(cfg)
-    state = read_state_dict(Path(checkpoint))
+    arch = archs.for_checkpoint(Path(checkpoint))
+    config = arch.read_config(Path(checkpoint))
+    state = arch.read_state_dict(Path(checkpoint))
     stored = read_gguf_dequantized(run_dir / "model.gguf")
     findings = []
     for key, value in state.items():
