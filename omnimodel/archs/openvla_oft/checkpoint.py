@@ -10,8 +10,23 @@ import torch
 from safetensors.torch import save_file
 
 from omnimodel.archs.openvla_oft.model import KNOWN_TOWERS, OpenVLAOFT, OpenVLAOFTConfig, TowerConfig
+from omnimodel.archs.validate import (
+    MAX_HEADS,
+    MAX_IMAGE,
+    MAX_LAYERS,
+    MAX_POSITIONS,
+    MAX_VOCAB,
+    MAX_WIDTH,
+    Field,
+    check_count_matches,
+    check_divides,
+    check_section,
+    fail,
+    require_list,
+    require_mapping,
+)
 from omnimodel.errors import CheckpointError, ConfigError
-from omnimodel.models.safetensors_mmap import open_safetensors
+from omnimodel.models.safetensors_mmap import open_safetensors, read_safetensors_header
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -83,39 +98,97 @@ def config_to_json(cfg: OpenVLAOFTConfig) -> dict:
     return out
 
 
+_TOWER_FIELDS = (
+    Field("timm_id", str),
+    Field("width", int, 1, MAX_WIDTH),
+    Field("depth", int, 1, MAX_LAYERS),
+    Field("heads", int, 1, MAX_HEADS),
+    Field("mlp", int, 1, 8 * MAX_WIDTH),
+    Field("patch", int, 1, MAX_IMAGE, optional=True),
+    Field("image", int, 1, MAX_IMAGE, optional=True),
+    Field("n_registers", int, 0, 1024, optional=True),
+    Field("class_token", bool, optional=True),
+    Field("layer_scale", bool, optional=True),
+    Field("attn_pool", bool, optional=True),
+    Field("ln_eps", float, 1e-12, 1.0, optional=True),
+)
+_TEXT_CHECKS = (
+    Field("hidden_size", int, 1, MAX_WIDTH),
+    Field("intermediate_size", int, 1, 8 * MAX_WIDTH),
+    Field("num_hidden_layers", int, 1, MAX_LAYERS),
+    Field("num_attention_heads", int, 1, MAX_HEADS),
+    Field("num_key_value_heads", int, 1, MAX_HEADS, optional=True),
+    Field("vocab_size", int, 1, MAX_VOCAB),
+    Field("rms_norm_eps", float, 1e-12, 1.0),
+    Field("rope_theta", float, 1.0, 1e12),
+    Field("max_position_embeddings", int, 1, MAX_POSITIONS),
+    Field("pad_token_id", int, 0, MAX_VOCAB, optional=True),
+)
+_TOP_CHECKS = (
+    Field("pad_to_multiple_of", int, 1, 1 << 16, optional=True),
+    Field("pad_token_id", int, 0, MAX_VOCAB, optional=True),
+    Field("omnimodel_preset", str, optional=True),
+)
+
+
+def _tower_from_json(source: str, key: str, raw: object) -> TowerConfig:
+    """One `omnimodel_towers` entry: only TowerConfig's keys, each of the right type and range."""
+    t = check_section(source, require_mapping(source, key, raw), _TOWER_FIELDS, prefix=f"{key}.", closed=True)
+    tower = TowerConfig(**t)
+    check_divides(source, f"{key}.width", tower.width, f"{key}.heads", tower.heads)
+    if tower.patch > tower.image:
+        raise fail(source, f"{key}.patch", tower.patch, f"a patch size <= {key}.image = {tower.image}")
+    return tower
+
+
+def _towers_from_json(d: dict, source: str) -> tuple[TowerConfig, TowerConfig]:
+    """The DINOv2 and SigLIP towers: our own sizes under `omnimodel_towers`, else the known timm ids."""
+    if "omnimodel_towers" in d:
+        raw = require_list(source, "omnimodel_towers", d["omnimodel_towers"], 2)
+        return tuple(_tower_from_json(source, f"omnimodel_towers[{i}]", t) for i, t in enumerate(raw))
+    if "timm_model_ids" not in d:
+        raise ConfigError(f"{source}: timm_model_ids missing; expected the two timm ids of a dinosiglip backbone")
+    ids = require_list(source, "timm_model_ids", d["timm_model_ids"], 2)
+    for i, tid in enumerate(ids):
+        if not isinstance(tid, str) or tid not in KNOWN_TOWERS:
+            raise fail(source, f"timm_model_ids[{i}]", tid, f"one of {', '.join(KNOWN_TOWERS)}")
+    return tuple(TowerConfig(**vars(KNOWN_TOWERS[i])) for i in ids)
+
+
 def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
-    """Map a released (or our) config.json onto OpenVLAOFTConfig, filling LlamaConfig defaults."""
-    try:
-        ids = d["timm_model_ids"]
-        if "omnimodel_towers" in d:
-            dino, siglip = (TowerConfig(**t) for t in d["omnimodel_towers"])
-        else:
-            dino, siglip = (TowerConfig(**vars(KNOWN_TOWERS[i])) for i in ids)
-    except KeyError as exc:
-        raise ConfigError(
-            f"{source}: unknown or missing vision tower {exc}; expected timm_model_ids of a dinosiglip backbone"
-        ) from None
-    text = {**_LLAMA_DEFAULTS, **d.get("text_config", {})}
+    """Map a released (or our) config.json onto OpenVLAOFTConfig, filling LlamaConfig defaults.
+
+    Every field is checked (type, range, divisibility) first: a hostile or broken config.json
+    gives one ConfigError line and no module is built.
+    """
+    d = require_mapping(source, "config.json", d)
+    dino, siglip = _towers_from_json(d, source)
+    top = check_section(source, d, _TOP_CHECKS)
+    text = {**_LLAMA_DEFAULTS, **require_mapping(source, "text_config", d.get("text_config", {}))}
+    text.update(check_section(source, text, _TEXT_CHECKS, prefix="text_config."))
     kw = {ours: text[hf] for hf, ours in _TEXT_FIELDS.items()}
     if kw["kv_heads"] is None:
         kw["kv_heads"] = kw["heads"]
-    vocab, pad_multiple = kw["vocab"], d.get("pad_to_multiple_of", 64)
-    pad_id = d.get("pad_token_id", text.get("pad_token_id", 32000))
-    cfg = OpenVLAOFTConfig(
+    check_divides(source, "text_config.hidden_size", kw["hidden"], "text_config.num_attention_heads", kw["heads"])
+    check_divides(
+        source, "text_config.num_attention_heads", kw["heads"], "text_config.num_key_value_heads", kw["kv_heads"]
+    )
+    if (kw["hidden"] // kw["heads"]) % 2:
+        raise fail(source, "text_config.hidden_size", kw["hidden"], "an even head size (RoPE rotates pairs)")
+    vocab, pad_multiple = kw["vocab"], top.get("pad_to_multiple_of", 64)
+    pad_id = top.get("pad_token_id", text.get("pad_token_id", 32000))
+    if pad_id >= vocab:
+        raise fail(source, "pad_token_id", pad_id, f"an id below text_config.vocab_size = {vocab}")
+    return OpenVLAOFTConfig(
         dino,
         siglip,
         text_vocab=vocab - pad_multiple
         if vocab % pad_multiple == 0 and vocab - pad_multiple >= pad_id
         else pad_id,
         pad_token_id=pad_id,
-        name=d.get("omnimodel_preset", "openvla-oft"),
+        name=top.get("omnimodel_preset", "openvla-oft"),
         **kw,
     )
-    if cfg.hidden % cfg.heads or cfg.dino.width % cfg.dino.heads or cfg.siglip.width % cfg.siglip.heads:
-        raise ConfigError(
-            f"{source}: hidden sizes must divide by the head counts (hidden {cfg.hidden}, heads {cfg.heads})"
-        )
-    return cfg
 
 
 def _side_file(ckpt: Path, component: str) -> Path:
@@ -129,7 +202,7 @@ def _side_file(ckpt: Path, component: str) -> Path:
         raise CheckpointError(
             f"{ckpt}: several {component} files ({', '.join(p.name for p in hits)}); keep one"
         )
-    return hits[0]
+    return _confined(ckpt, hits[0].name, ckpt)
 
 
 def _load_side_state(path: Path) -> dict[str, torch.Tensor]:
@@ -149,23 +222,94 @@ def read_config(ckpt: Path) -> OpenVLAOFTConfig:
     return config_from_json(read_config_json(ckpt), str(Path(ckpt) / "config.json"))
 
 
+def _confined(ckpt: Path, name: object, source: Path) -> Path:
+    """`ckpt / name` if it stays inside the checkpoint directory (symlinks resolved), else a CheckpointError.
+
+    A Hugging Face cache snapshot links its files to the repo's `blobs/` two levels up; those
+    links are allowed, any other target outside the directory is refused.
+    """
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{source}: shard name {name!r} is not a file name; re-download the checkpoint")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise CheckpointError(
+            f"{source}: shard path {name!r} leaves the checkpoint directory; shards must sit next to the index"
+        )
+    path = ckpt / rel
+    real, root = path.resolve(), ckpt.resolve()
+    blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+    if not (real.is_relative_to(root) or (blobs is not None and real.is_relative_to(blobs))):
+        raise CheckpointError(
+            f"{source}: {name} links to {real}, outside the checkpoint directory; copy the file in instead"
+        )
+    return path
+
+
+def read_weight_map(ckpt: Path) -> dict[str, str] | None:
+    """The shard index's tensor -> shard map (None for a single-file checkpoint), checked and confined."""
+    index = Path(ckpt) / INDEX_FILE
+    if not index.exists():
+        return None
+    try:
+        raw = json.loads(index.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{index}: corrupt shard index ({exc}); re-download it") from None
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: no weight_map object of tensor -> shard names; re-download it")
+    for key, shard in weight_map.items():
+        if not isinstance(shard, str) or not key:
+            raise CheckpointError(f"{index}: weight_map[{key!r}] = {shard!r} is not a shard file name; re-download it")
+        _confined(Path(ckpt), shard, index)
+    return weight_map
+
+
+def tensor_names(ckpt: Path) -> list[str]:
+    """Every tensor name of the main shards (from the index, or the single file's header), without mapping data."""
+    ckpt = Path(ckpt)
+    weight_map = read_weight_map(ckpt)
+    if weight_map is not None:
+        return list(weight_map)
+    single = _confined(ckpt, SINGLE_FILE, ckpt)
+    if not single.exists():
+        raise CheckpointError(f"{ckpt}: neither {INDEX_FILE} nor {SINGLE_FILE}; not a checkpoint directory")
+    return list(read_safetensors_header(single))
+
+
+def _indices(names: list[str], prefix: str) -> int:
+    """How many distinct block indices `prefix<N>.` the names hold."""
+    found = set()
+    for name in names:
+        if name.startswith(prefix):
+            head = name[len(prefix) :].split(".", 1)[0]
+            if head.isdigit():
+                found.add(int(head))
+    return len(found)
+
+
+def check_layer_counts(cfg: OpenVLAOFTConfig, names: list[str], source: str) -> None:
+    """The config's layer and tower depths must match the block indices in the checkpoint's tensor names."""
+    for key, declared, prefix, what in (
+        ("text_config.num_hidden_layers", cfg.layers, "language_model.model.layers.", "LLaMA layers"),
+        ("DINOv2 depth", cfg.dino.depth, "vision_backbone.featurizer.blocks.", "DINOv2 blocks"),
+        ("SigLIP depth", cfg.siglip.depth, "vision_backbone.fused_featurizer.blocks.", "SigLIP blocks"),
+    ):
+        check_count_matches(source, key, declared, _indices(names, prefix), what)
+
+
 def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint (shards memory-mapped) with `action_head.`/`proprio_projector.` side files."""
     ckpt = Path(ckpt)
-    index = ckpt / INDEX_FILE
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"{index}: corrupt shard index ({exc})") from None
+    weight_map = read_weight_map(ckpt)
+    if weight_map is not None:
         shards = sorted(set(weight_map.values()))
     elif (ckpt / SINGLE_FILE).exists():
-        weight_map, shards = None, [SINGLE_FILE]
+        shards = [SINGLE_FILE]
     else:
         raise CheckpointError(f"{ckpt}: neither {INDEX_FILE} nor {SINGLE_FILE}; not a checkpoint directory")
     state: dict[str, torch.Tensor] = {}
     for shard in shards:
-        tensors = open_safetensors(ckpt / shard)
+        tensors = open_safetensors(_confined(ckpt, shard, ckpt / (INDEX_FILE if weight_map else SINGLE_FILE)))
         if weight_map is not None:
             missing = [k for k, f in weight_map.items() if f == shard and k not in tensors]
             if missing:
@@ -185,6 +329,7 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
     if not ckpt.is_dir():
         raise CheckpointError(f"{ckpt}: checkpoint directory not found")
     cfg = read_config(ckpt)
+    check_layer_counts(cfg, tensor_names(ckpt), str(ckpt / "config.json"))
     state = read_state_dict(ckpt)
     with torch.device("meta"):
         model = OpenVLAOFT(cfg)
