@@ -42,7 +42,7 @@ def _frame_cap(frames: int | None) -> int | None:
 # ---------------------------------------------------------------- zoo
 @zoo_app.command("make")
 def zoo_make(
-    preset: str = typer.Argument(..., help="Preset name, e.g. openvla-oft-tiny."),
+    preset: str = typer.Argument(..., help="Preset name (`omnimodel archs` lists them)."),
     out_dir: Path = typer.Argument(..., help="Directory to write the checkpoint into."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
 ) -> None:
@@ -436,7 +436,7 @@ def train_cmd(
     init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's weights (same preset)."),
     mixed_batches: bool = typer.Option(True, "--mixed-batches/--bucketed-batches", help="Mix tasks in a batch (padded prompts)."),
 ) -> None:
-    """Train the tiny OpenVLA-OFT on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
+    """Train the bundled tiny policy on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
     import shlex
 
     from omnimodel import train as train_mod
