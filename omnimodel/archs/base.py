@@ -109,6 +109,10 @@ class Arch(ABC):
         """The checkpoint's dataset statistics ({} when it has none)."""
         return {}
 
+    def shipped_checkpoints(self) -> dict[str, Path]:
+        """Name -> directory of the trained checkpoints this arch ships as package data (`omnimodel zoo path`)."""
+        return {}
+
     def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
         """A preset's reference model with deterministic random weights, and matching random statistics."""
         raise self._missing("random_model")

@@ -83,12 +83,12 @@ class OpenVLAOFTArch(Arch):
         return load_policy(ckpt, **kwargs)
 
     def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
-        from omnimodel.models import zoo
+        from omnimodel.archs.openvla_oft import zoo
 
         return zoo.make_checkpoint(preset, out_dir, seed=seed)
 
     def model_info(self, target: str) -> Any:
-        from omnimodel.models import zoo
+        from omnimodel.archs.openvla_oft import zoo
 
         return zoo.info(target)
 
@@ -164,10 +164,16 @@ class OpenVLAOFTArch(Arch):
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
-        from omnimodel.models import zoo
+        from omnimodel.archs.openvla_oft import zoo
+        from omnimodel.models.zoo import random_stats
 
         model = zoo.build_random_model(preset, seed)
-        return model, zoo.random_stats(seed, model.cfg.action_dim, model.cfg.proprio_dim)
+        return model, random_stats(seed, model.cfg.action_dim, model.cfg.proprio_dim)
+
+    def shipped_checkpoints(self) -> dict[str, Path]:
+        from omnimodel.archs.openvla_oft import zoo
+
+        return {name: zoo.SHIPPED_DIR / name for name in zoo.SHIPPED}
 
     def graph_skills(self) -> tuple[str, ...]:
         return GRAPH_SKILLS
