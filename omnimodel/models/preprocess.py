@@ -1,11 +1,17 @@
-"""What OFT's get_vla_action does to inputs and outputs: center crop, tower normalisation, (un)normalisation."""
+"""What the policies' action prediction does to inputs and outputs: center crop, tower normalisation, (un)normalisation."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from omnimodel.archs.openvla_oft.model import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
 from omnimodel.errors import ConfigError
+
+# The vision towers' released processor normalisation: ImageNet values rounded to bfloat16 for
+# DINOv2; SigLIP 0.5/0.5.
+DINO_MEAN = (0.484375, 0.455078125, 0.40625)
+DINO_STD = (0.228515625, 0.2236328125, 0.224609375)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
 
 CROP_SCALE = 0.9  # an AREA fraction
 

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# the towers' released processor normalisation, spelled with the preprocessing
+from omnimodel.models.preprocess import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD  # noqa: F401
+
 # LIBERO constants (oft:prismatic/vla/constants.py)
 NUM_ACTIONS_CHUNK = 8
 ACTION_DIM = 7
@@ -24,13 +27,6 @@ PROPRIO_DIM = 8
 STOP_INDEX = 2
 IGNORE_INDEX = -100
 N_ACTION_BINS = 256
-
-# Released processor normalisation: ImageNet values rounded to bfloat16 for DINOv2; SigLIP 0.5/0.5.
-DINO_MEAN = (0.484375, 0.455078125, 0.40625)
-DINO_STD = (0.228515625, 0.2236328125, 0.224609375)
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
-
 
 @dataclass
 class TowerConfig:
