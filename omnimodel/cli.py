@@ -135,7 +135,9 @@ def port(
             trust_remote_code=trust_remote_code,
         )
     report = port_mod.run_port(opts, resume=resume is not None, json_events=as_json, console=console)
-    if report["status"] != "ok":  # the summary's first line says why; the run dir is marked FAILED
+    if report["status"] != "ok":  # the run dir is marked FAILED; the summary's first line says why
+        if as_json:
+            console.print(f"[red]error:[/red] {report.get('reason')}", soft_wrap=True, highlight=False)
         raise typer.Exit(1)
 
 

@@ -241,7 +241,9 @@ def _summary(delta: dict | None) -> dict:
 
 def _event(json_events: bool, console: Console, event: dict) -> None:
     if json_events:
-        print(json.dumps({k: v for k, v in event.items() if k != "report"}), flush=True)
+        if "report" in event:  # the done event names the failure reason, not the whole report
+            event = {**{k: v for k, v in event.items() if k != "report"}, "reason": event["report"].get("reason")}
+        print(json.dumps(event), flush=True)
     elif event["event"] == "node":
         extra = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "node", "seconds", "status"))
         failed = event.get("status") == "failed" and event["node"] != "reporter"  # the reporter only files it
