@@ -103,7 +103,8 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
         ref[k] for k in sorted((k for k in ref if k.startswith("in.")), key=lambda k: int(k.split(".")[1]))
     ]
     write_vector(
-        folder / "test_vector.gguf", module, cls, weights, arch.runtime_metadata(cfg, stats), inputs, ref["out"]
+        folder / "test_vector.gguf", module, cls, weights, arch.runtime_metadata(cfg, stats), inputs, ref["out"],
+        arch_name=arch.name,
     )
     return {
         "name": name,

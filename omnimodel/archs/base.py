@@ -117,6 +117,10 @@ class Arch(ABC):
         """A preset's reference model with deterministic random weights, and matching random statistics."""
         raise self._missing("random_model")
 
+    def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
+        """(Re)write test_vector.gguf of the skills this arch's graph calls, from a micro instance; the paths."""
+        return []
+
     # ---- graph
     @abstractmethod
     def graph_skills(self) -> tuple[str, ...]:

@@ -175,5 +175,10 @@ class OpenVLAOFTArch(Arch):
 
         return {name: zoo.SHIPPED_DIR / name for name in zoo.SHIPPED}
 
+    def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
+        from omnimodel.archs.openvla_oft.testvectors import write_all
+
+        return write_all(root, seed)
+
     def graph_skills(self) -> tuple[str, ...]:
         return GRAPH_SKILLS
