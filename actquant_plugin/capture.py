@@ -40,13 +40,11 @@ class _Pool:
 
 
 def _first_blocks(model: nn.Module) -> dict[str, nn.Module]:
-    """The module whose input is X, per tower: v / v2 first ViT block and the LLM's layer 0."""
-    vb = model.vision_backbone
-    return {
-        "v": vb.featurizer.blocks[0],
-        "v2": vb.fused_featurizer.blocks[0],
-        "llm": model.language_model.model.layers[0],
-    }
+    """The module whose input is X, per tower (the arch's first block of each: v / v2 / llm)."""
+    from omnimodel.ggufio import names
+
+    arch = names.arch_for(config=getattr(model, "cfg", None))
+    return {tower: model.get_submodule(path) for tower, path in arch.tower_inputs().items()}
 
 
 @torch.no_grad()

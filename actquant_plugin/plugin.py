@@ -55,7 +55,7 @@ class ActQuantOptions:
     # RBF bandwidth: auto = median (the classical heuristic, s = median pairwise distance) for the
     # paper preset, hbar (the authors' rule, s = median SQUARED distance) for the authors' preset
     bandwidth: str = "auto"  # auto | median | hbar
-    lam: float = 0.5  # OpenVLA-OFT; forced to 1 without an action-token head
+    lam: float = 0.5  # with an action-token head; forced to 1 without one
     rounds: int = 4
     skip: bool = True
     calib_frames: int | None = None

@@ -53,10 +53,10 @@ def quantize(
     source = load_source(src)
     stats, tok = None, None
     if Path(src).is_dir():
-        from omnimodel.archs.openvla_oft.checkpoint import load_model
+        from omnimodel import archs
         from omnimodel.models.tokenizer import load_tokenizer
 
-        source.model = load_model(Path(src))
+        source.model = archs.for_checkpoint(Path(src)).load_model(Path(src))
         tok = load_tokenizer(Path(src))
         if source.stats:
             _, stats = select_stats(source.stats, None if len(source.stats) == 1 else next(iter(source.stats)))
@@ -82,9 +82,7 @@ def quantize(
     # the converter builds its own context; pass the extras through a thin wrapper
     extra = {"stats": stats, "tokenizer": tok, "calib_frames": calib_frames, "device": None}
     quantizer = _WithExtra(quantizer, extra)
-    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
-
-    meta = runtime_metadata(source.config, stats or source.stats or None)
+    meta = source.arch.runtime_metadata(source.config, stats or source.stats or None)
     log.info("[3/4] planning types and scales with %s, then encoding", spec)
     res = convert(source, out, quantizer, metadata=meta, calibration=calibration, budget_bpw=bpw, device=device)
     log.info("[4/4] wrote %s (%.3f bpw quantized)", res.path, res.bpw)

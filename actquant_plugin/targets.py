@@ -38,10 +38,11 @@ class Target:
         return permute_rope(t, int(self.layout.split(":")[1]))
 
 
-def _layouts(name: str, cfg) -> list[str]:
+def _layouts(name: str, cfg, arch=None) -> list[str]:
+    arch = names.arch_for(arch, config=cfg)
     out = ["identity"]
-    if name.startswith("blk.") and (".attn_q." in name or ".attn_k." in name):
-        out = [f"permute_rope:{int(cfg.kv_heads) if '.attn_k.' in name else int(cfg.heads)}", "identity"]
+    if "permute_rope" in arch.default_transforms(cfg).get(name, []):
+        out = [f"permute_rope:{arch.rope_heads(name, cfg)}", "identity"]
     return [*out, "transpose"]
 
 
@@ -51,23 +52,26 @@ def find_targets(model: nn.Module, tensors: Mapping[str, torch.Tensor], cfg, che
     With `check`, the layout is the one under which the module's weight equals the tensor handed
     to the quantizer (so reflector overrides of the transforms are followed); a mismatch raises.
     """
+    arch = names.arch_for(config=cfg)
     out: dict[str, Target] = {}
     for mod_name, mod in model.named_modules():
         if not isinstance(mod, nn.Linear):
             continue
         key = f"{mod_name}.weight"
         try:
-            gnames = names.gguf_names(key)
+            gnames = arch.gguf_names(key)
         except KeyError:
+            continue
+        if not gnames:
             continue
         n = mod.weight.shape[0] // len(gnames)
         for k, g in enumerate(gnames):
             if g not in tensors or g == "output.weight":
                 continue
-            comp = names.component_of(g)
+            comp = arch.component_of(g)
             tower = g.split(".", 1)[0] if comp == "vision" else "llm"
             rows = slice(k * n, (k + 1) * n)
-            layouts = _layouts(g, cfg)
+            layouts = _layouts(g, cfg, arch)
             chosen = layouts[0]
             if check:
                 want = tensors[g]

@@ -117,6 +117,14 @@ class Arch(ABC):
         """A preset's reference model with deterministic random weights, and matching random statistics."""
         raise self._missing("random_model")
 
+    def tower_inputs(self) -> dict[str, str]:
+        """Tower label -> path of the module whose input is that tower's hidden state X (calibration hooks)."""
+        raise self._missing("tower_inputs")
+
+    def trainer(self) -> Any:
+        """The module holding this arch's behaviour-cloning recipe (TrainConfig, train, evaluate), or None."""
+        return None
+
     def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
         """(Re)write test_vector.gguf of the skills this arch's graph calls, from a micro instance; the paths."""
         return []

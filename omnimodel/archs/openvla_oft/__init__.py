@@ -175,6 +175,19 @@ class OpenVLAOFTArch(Arch):
 
         return {name: zoo.SHIPPED_DIR / name for name in zoo.SHIPPED}
 
+    def tower_inputs(self) -> dict[str, str]:
+        # the labels are the towers' GGUF prefixes (v, v2) and llm, as the quantizer's targets name them
+        from omnimodel.archs.openvla_oft.names import TOWERS
+
+        out = {tag: f"vision_backbone.{tower}.blocks.0" for tower, tag in TOWERS.items()}
+        out["llm"] = "language_model.model.layers.0"
+        return out
+
+    def trainer(self) -> Any:
+        from omnimodel.archs.openvla_oft import train
+
+        return train
+
     def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
         from omnimodel.archs.openvla_oft.testvectors import write_all
 
