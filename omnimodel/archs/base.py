@@ -117,6 +117,10 @@ class Arch(ABC):
         """A preset's reference model with deterministic random weights, and matching random statistics."""
         raise self._missing("random_model")
 
+    def slots(self) -> tuple[Any, ...]:
+        """The module roles the graph calls one function for (omnimodel.codegen.slots.Slot), agent-fillable."""
+        return ()
+
     def tower_inputs(self) -> dict[str, str]:
         """Tower label -> path of the module whose input is that tower's hidden state X (calibration hooks)."""
         raise self._missing("tower_inputs")

@@ -1,4 +1,4 @@
-"""Slots: the module roles the architecture template calls one graph function for.
+"""Slots: the module roles an architecture's graph calls one graph function for (the arch lists them: Arch.slots).
 
 A module of an unknown class in a known role is realised by C++ the agent writes into
 `cpp/modules/<skill>.h` with the role's signature (taken from the role's hand-written skill);
@@ -37,30 +37,28 @@ class Slot:
         return self.prefix.format(*(m.groups() if m else ()))
 
 
-SLOTS = (
-    Slot("proprio_projector", r"proprio_projector", "proprio.", "proprio_weights"),
-    Slot("fused_projector", r"projector", "mm.", "projector_weights"),
-    Slot("mlp_resnet_action_head", r"action_head", "act.", "action_head_weights"),
-    Slot("llama_decoder_layer", r"language_model\.model\.layers\.(\d+)", "blk.{0}.", "llama_layer"),
-    Slot("dinov2_block", r"vision_backbone\.featurizer\.blocks\.(\d+)", "v.blk.{0}.", "vit_layer"),
-    Slot("siglip_block", r"vision_backbone\.fused_featurizer\.blocks\.(\d+)", "v2.blk.{0}.", "vit_layer"),
-)
+def slots(arch=None) -> tuple[Slot, ...]:
+    """The roles of an arch's graph (Arch.slots); without one, the first registered arch's."""
+    from omnimodel.ggufio.names import arch_for
+
+    return tuple(arch_for(arch).slots())
 
 
-def slot_for(module: str) -> Slot | None:
+def slot_for(module: str, arch=None) -> Slot | None:
     """The slot whose role covers `module`, or None."""
-    for slot in SLOTS:
+    for slot in slots(arch):
         if re.fullmatch(slot.pattern, module):
             return slot
     return None
 
 
-def slot_by_skill(skill: str) -> Slot:
+def slot_by_skill(skill: str, arch=None) -> Slot:
     """The slot a role skill fills."""
-    for slot in SLOTS:
+    table = slots(arch)
+    for slot in table:
         if slot.skill == skill:
             return slot
-    raise ConfigError(f"no slot for skill {skill!r}; slots: {', '.join(s.skill for s in SLOTS)}")
+    raise ConfigError(f"no slot for skill {skill!r}; slots: {', '.join(s.skill for s in table)}")
 
 
 def signature(skills_root: Path, slot: Slot) -> str:

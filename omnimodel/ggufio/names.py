@@ -60,3 +60,11 @@ def component_of(gguf_name: str, arch: Arch | str | None = None) -> str:
 def is_quantizable(gguf_name: str, shape: tuple[int, ...], arch: Arch | str | None = None) -> bool:
     """Whether a GGUF tensor is in its arch's quantized set."""
     return arch_for(arch).is_quantizable(gguf_name, shape)
+
+
+def __getattr__(name: str):
+    # `names.ARCH` (one arch for the whole program) predates the registry; callers should pass the
+    # arch's name. Until they do it is the first registered arch's.
+    if name == "ARCH":
+        return arch_for().name
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -175,6 +175,11 @@ class OpenVLAOFTArch(Arch):
 
         return {name: zoo.SHIPPED_DIR / name for name in zoo.SHIPPED}
 
+    def slots(self) -> tuple[Any, ...]:
+        from omnimodel.archs.openvla_oft.names import SLOTS
+
+        return SLOTS
+
     def tower_inputs(self) -> dict[str, str]:
         # the labels are the towers' GGUF prefixes (v, v2) and llm, as the quantizer's targets name them
         from omnimodel.archs.openvla_oft.names import TOWERS

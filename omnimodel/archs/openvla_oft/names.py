@@ -240,3 +240,26 @@ def key(ident: str, **fill: str) -> str:
 def tensor(ident: str, **fill) -> str:
     """A tensor name of TENSORS, placeholders filled: tensor("BLK_ATTN_Q_WEIGHT", bid=0) is blk.0.attn_q.weight."""
     return TENSORS[ident].format(**fill)
+
+
+def _slot_prefix(ident: str, **fill: str) -> str:
+    return TENSORS[ident].format(bid="{0}", **fill)  # Slot prefixes take the layer index as {0}
+
+
+def _slots():
+    from omnimodel.codegen.slots import Slot
+
+    return (
+        Slot("proprio_projector", r"proprio_projector", _slot_prefix("PROPRIO"), "proprio_weights"),
+        Slot("fused_projector", r"projector", _slot_prefix("MM"), "projector_weights"),
+        Slot("mlp_resnet_action_head", r"action_head", _slot_prefix("ACT"), "action_head_weights"),
+        Slot("llama_decoder_layer", r"language_model\.model\.layers\.(\d+)", _slot_prefix("BLK"), "llama_layer"),
+        Slot("dinov2_block", r"vision_backbone\.featurizer\.blocks\.(\d+)", _slot_prefix("V_BLK", tower=TOWERS["featurizer"]), "vit_layer"),
+        Slot("siglip_block", r"vision_backbone\.fused_featurizer\.blocks\.(\d+)", _slot_prefix("V_BLK", tower=TOWERS["fused_featurizer"]), "vit_layer"),
+    )
+
+
+def __getattr__(name: str):
+    if name == "SLOTS":  # built on first use: codegen.slots imports nothing of the arch, but keep the order safe
+        return _slots()
+    raise AttributeError(name)
