@@ -35,7 +35,7 @@ def _entry_problem(info: object) -> str | None:
     if not isinstance(info, dict):
         return "entry is not a JSON object"
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in _DTYPES:
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
         return f"unsupported dtype {dtype!r}"
     if not isinstance(shape, list) or len(shape) > _MAX_DIMS:
         return f"shape {shape!r} is not a list of at most {_MAX_DIMS} sizes"
