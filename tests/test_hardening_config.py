@@ -88,7 +88,9 @@ def test_checker_primitives():
     for bad in (0, 9, "1", 1.0, None, True):
         with pytest.raises(ConfigError, match="expected an integer in \\[1, 8\\]"):
             validate.check_value("c.json", "n", bad, f)
-    assert validate.check_value("c.json", "n", None, validate.Field("n", int, optional=True)) is None
+    assert validate.check_value("c.json", "n", None, validate.Field("n", int, nullable=True)) is None
+    with pytest.raises(ConfigError, match="n = None: expected an integer"):
+        validate.check_value("c.json", "n", None, validate.Field("n", int, optional=True))
     with pytest.raises(ConfigError, match="missing"):
         validate.check_section("c.json", {}, [f])
     with pytest.raises(ConfigError, match="unknown key x"):

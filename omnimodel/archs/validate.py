@@ -27,13 +27,14 @@ _FIX = "fix config.json or re-download"
 
 @dataclass(frozen=True)
 class Field:
-    """One config key: its type (int, float, bool, str), an inclusive range, and whether it may be absent/null."""
+    """One config key: its type (int, float, bool, str), an inclusive range, whether it may be absent or null."""
 
     key: str
     kind: type
     low: float | None = None
     high: float | None = None
-    optional: bool = False
+    optional: bool = False  # may be absent (the reader has a default)
+    nullable: bool = False  # may be JSON null
 
 
 def fail(source: str, key: str, value: Any, expected: str) -> ConfigError:
@@ -57,7 +58,7 @@ def _describe(f: Field) -> str:
 
 def check_value(source: str, key: str, value: Any, f: Field) -> Any:
     """`value` if it fits `f`, else a ConfigError; ints are accepted where numbers are asked."""
-    if value is None and f.optional:
+    if value is None and f.nullable:
         return None
     if f.kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -117,7 +117,7 @@ _TEXT_CHECKS = (
     Field("intermediate_size", int, 1, 8 * MAX_WIDTH),
     Field("num_hidden_layers", int, 1, MAX_LAYERS),
     Field("num_attention_heads", int, 1, MAX_HEADS),
-    Field("num_key_value_heads", int, 1, MAX_HEADS, optional=True),
+    Field("num_key_value_heads", int, 1, MAX_HEADS, optional=True, nullable=True),
     Field("vocab_size", int, 1, MAX_VOCAB),
     Field("rms_norm_eps", float, 1e-12, 1.0),
     Field("rope_theta", float, 1.0, 1e12),
