@@ -147,6 +147,54 @@ class ClosedLoopResult:
     per_episode: list[dict] = field(default_factory=list)
 
 
+class EpisodeProgress:
+    """`episodes k/N` with the running success rate: one updating rich line on a terminal, plain lines otherwise.
+
+    Off a terminal (logs, CI) a line is written every ~5% of the episodes and at the end, so a long
+    eval shows it is alive without flooding the log.
+    """
+
+    def __init__(self, total: int, label: str = "closed-loop eval", enabled: bool = True, console=None):
+        from rich.console import Console
+
+        self.total, self.label, self.enabled, self.done, self.successes = total, label, enabled, 0, 0
+        self.console = console or Console(stderr=True)
+        self.every = max(1, total // 20)
+        self._bar = None
+
+    def __enter__(self) -> EpisodeProgress:
+        if self.enabled and self.console.is_terminal:
+            columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("episodes"), MofNCompleteColumn(),
+                       TextColumn("{task.fields[rate]}"), TimeElapsedColumn())  # fmt: skip
+            self._bar = Progress(*columns, console=self.console, transient=True)
+            self._bar.__enter__()
+            self._tid = self._bar.add_task(self.label, total=self.total, rate="")
+        return self
+
+    def line(self) -> str:
+        """The plain-text status: `label: episodes k/N, success r% (s/k)`."""
+        rate = self.successes / self.done if self.done else 0.0
+        return f"{self.label}: episodes {self.done}/{self.total}, success {rate:.0%} ({self.successes}/{self.done})"
+
+    def episode(self, success: bool, where: str = "") -> None:
+        """Count one finished episode and redraw (terminal) or maybe print a line (not a terminal)."""
+        self.done += 1
+        self.successes += bool(success)
+        if not self.enabled:
+            return
+        rate = f"success {self.successes / self.done:.0%}"
+        if self._bar is not None:
+            self._bar.update(self._tid, advance=1, rate=rate, description=where or self.label)
+        elif self.done % self.every == 0 or self.done == self.total:
+            self.console.print(self.line(), highlight=False, soft_wrap=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            if exc[0] is None:
+                self.console.print(self.line(), highlight=False, soft_wrap=True)
+
+
 def evaluate_closed_loop(
     policy: Policy,
     tasks: list[EvalTask],
@@ -161,18 +209,14 @@ def evaluate_closed_loop(
     start = time.perf_counter()
     rows: list[dict] = []
     task_index: dict[str, int] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn())  # fmt: skip
-    with Progress(*columns, disable=not show_progress, transient=True) as bar:
-        tid = bar.add_task("closed-loop eval", total=len(tasks) * episodes_per_task, rate="")
+    with EpisodeProgress(len(tasks) * episodes_per_task, enabled=show_progress) as progress:
         for task in tasks:
             idx = task_index[task.suite] = task_index.get(task.suite, -1) + 1
             for ep in range(episodes_per_task):
                 env_seed = episode_seed(seed, task.suite, idx, ep)
                 ok, n = run_episode(policy, task, env_seed, postprocess)
                 rows.append({"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n})
-                rate = np.mean([r["success"] for r in rows])
-                bar.update(tid, advance=1, description=f"{task.suite}", rate=f"success {rate:.0%}")
+                progress.episode(ok, task.suite)
     return _closed_loop_result(rows, time.perf_counter() - start)
 
 
@@ -235,17 +279,14 @@ def evaluate_closed_loop_parallel(
             jobs.append((ti, ep, episode_seed(seed, task.suite, idx, ep), postprocess))
     jobs.sort(key=lambda j: -tasks[j[0]].max_steps)  # long tasks first: better load balance
     results = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-               TimeElapsedColumn())  # fmt: skip
     ctx = mp.get_context("spawn")
-    with Progress(*columns, disable=not show_progress, transient=True) as bar, ctx.Pool(
+    label = f"closed-loop eval ({workers} workers)"
+    with EpisodeProgress(len(jobs), label, enabled=show_progress) as progress, ctx.Pool(
         workers, initializer=_worker_init, initargs=(policy_factory, tasks_factory)
     ) as pool:
-        tid = bar.add_task(f"closed-loop eval ({workers} workers)", total=len(jobs), rate="")
         for ti, ep, env_seed, ok, n in pool.imap_unordered(_worker_episode, jobs, chunksize=1):
             results[(ti, ep)] = (env_seed, ok, n)
-            done = [r[1] for r in results.values()]
-            bar.update(tid, advance=1, rate=f"success {np.mean(done):.0%}")
+            progress.episode(ok)
     rows = []
     for ti, task in enumerate(tasks):  # the serial run's order
         for ep in range(episodes_per_task):
