@@ -54,7 +54,6 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
     sig = signature(Path(plan["skills_dir"]), slot)
     name = skill_name(unit["slot"], cls)
     prefix = slot.gguf_prefix(module)
-    indexed = "{0}" in slot.prefix
     folder.mkdir(parents=True, exist_ok=True)
     description = f"{cls} in the {unit['slot']} slot: learned from run {run_dir.name} (written by the agent, parity-checked)."
     provenance = {
@@ -88,7 +87,8 @@ def write_skill_folder(run_dir: Path, unit: dict, state: dict, folder: Path, ver
     tmap = {}
     for param in sorted(params):
         target = names.gguf_names(f"{module}.{param}", plan.get("arch"))[0]
-        tmap[param] = {"gguf": target[len(prefix) :] if indexed else target, "transforms": []}
+        # the gguf column is the suffix under the module's role prefix, as in the hand-written skills
+        tmap[param] = {"gguf": target[len(prefix) :] if target.startswith(prefix) else target, "transforms": []}
     (folder / "tensor_map.yaml").write_text(yaml.safe_dump(tmap, sort_keys=False), encoding="utf-8")
 
     ckpt = Path(state["checkpoint"])
