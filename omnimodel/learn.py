@@ -138,7 +138,7 @@ def check_skill(run_dir: Path, folder: Path, plan: dict, state: dict, work: Path
     skills = choose_skills(_ordered(wanted, order), skills_root=Path(plan["skills_dir"])) + [candidate]
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    render_project(work, skills, model_name=plan["model"])
+    render_project(work, skills, plan["arch"], model_name=plan["model"], skills_root=Path(plan["skills_dir"]))
     # inputs and outputs live under the build folder: the sandbox mounts it read-write
     ref_dir, out_dir = (work / "build" / "vector_ref").resolve(), (work / "build" / "vector_out").resolve()
     ref_dir.mkdir(parents=True)

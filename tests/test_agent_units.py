@@ -46,14 +46,14 @@ def test_slots_cover_roles_and_read_signatures_from_skills():
 def test_render_with_a_slot_includes_the_agents_file_and_keeps_it(tmp_path):
     from omnimodel.codegen.render import choose_skills, render_project
 
-    render_project(tmp_path, choose_skills(GRAPH_SKILLS), slots={"proprio_projector": "proprio_projector"})
+    render_project(tmp_path, choose_skills(GRAPH_SKILLS), "openvla-oft", slots={"proprio_projector": "proprio_projector"})
     source = (tmp_path / "cpp" / "omnimodel_policy.cpp").read_text()
     header = tmp_path / "cpp" / "modules" / "proprio_projector.h"
     assert '#include "modules/proprio_projector.h"' in source
     assert source.count("build_proprio_projector(ggml_context") == 0  # the skill's own body is not emitted
     assert "not written" in header.read_text()
     header.write_text("// the agent's code\n")
-    render_project(tmp_path, choose_skills(GRAPH_SKILLS), slots={"proprio_projector": "proprio_projector"})
+    render_project(tmp_path, choose_skills(GRAPH_SKILLS), "openvla-oft", slots={"proprio_projector": "proprio_projector"})
     assert header.read_text() == "// the agent's code\n"
 
 

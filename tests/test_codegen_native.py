@@ -43,7 +43,7 @@ def ggml_prefix() -> Path:
 def native_build(tmp_path_factory, ggml_prefix) -> Path:
     """The rendered and built project (one build for every test of the session)."""
     root = tmp_path_factory.mktemp("native")
-    cpp = render_project(root, choose_skills(OPENVLA_OFT_SKILLS))
+    cpp = render_project(root, choose_skills(OPENVLA_OFT_SKILLS), "openvla-oft")
     return build_project(cpp, root / "build", ggml_prefix)
 
 
@@ -102,7 +102,7 @@ def cli(build: Path, *args: str) -> list[dict]:
 
 
 def test_render_emits_every_skill_function(tmp_path):
-    cpp = render_project(tmp_path, choose_skills(OPENVLA_OFT_SKILLS))
+    cpp = render_project(tmp_path, choose_skills(OPENVLA_OFT_SKILLS), "openvla-oft")
     src = (cpp / "omnimodel_policy.cpp").read_text()
     for name in OPENVLA_OFT_SKILLS:
         assert f"skill {name} v" in src, f"skill {name} not emitted"

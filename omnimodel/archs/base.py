@@ -138,6 +138,15 @@ class Arch(ABC):
     def graph_skills(self) -> tuple[str, ...]:
         """The skills the arch's graph calls, in the order their functions are emitted."""
 
+    def graph_template(self) -> Path:
+        """The arch's graph file (Jinja2 C++ against templates/cpp/omni_core.h): graph.cpp.j2 in its package."""
+        import inspect
+
+        path = Path(inspect.getfile(type(self))).parent / "graph.cpp.j2"
+        if not path.is_file():
+            raise self._missing("graph_template")
+        return path
+
     def _missing(self, what: str) -> Exception:
         from omnimodel.errors import ConfigError
 

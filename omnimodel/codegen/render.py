@@ -11,18 +11,19 @@ import jinja2
 
 from omnimodel.atomic import atomic_dir
 from omnimodel.errors import ConfigError
-from omnimodel.ggufio import names
 from omnimodel.paths import skills_dir, templates_dir
 from omnimodel.skills import Skill, load_skill
 
 log = logging.getLogger(__name__)
 
-MODEL_SOURCE = "omnimodel_policy.cpp"
+MODEL_SOURCE = "omnimodel_policy.cpp"  # the arch's graph with its skills
 HEADER = "omnimodel_policy.h"
 CLI_SOURCE = "policy_cli.cpp"
+NAMES_HEADER = "omni_names.h"
+CORE_FILES = ("omni_core.h", "omni_core.cpp", HEADER, CLI_SOURCE)  # copied as they are
 LIBRARY = "libomnimodel_policy.so"
 CLI_BINARY = "policy_cli"
-
+GRAPH_MARKER = "// @graph"  # a skill template's weights (struct + loader) come before it, its graph function after
 
 
 def _env(root: Path) -> jinja2.Environment:
@@ -34,13 +35,18 @@ def _env(root: Path) -> jinja2.Environment:
     )
 
 
-def _render_skill(skill: Skill) -> str:
+def _render_skill(skill: Skill) -> tuple[str, str]:
+    """(weights part, graph part) of a skill's rendered template; no marker: all graph."""
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     try:
         text = skill.template_path.read_text(encoding="utf-8")
-        return env.from_string(text).render(skill=skill).rstrip() + "\n"
+        code = env.from_string(text).render(skill=skill)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"skill {skill.name}: template does not render ({exc}); fix {skill.path}") from None
+    weights, sep, graph = code.partition(GRAPH_MARKER + "\n")
+    if not sep:
+        weights, graph = "", code
+    return weights.rstrip() + "\n" if weights.strip() else "", graph.rstrip() + "\n"
 
 
 def choose_skills(
@@ -67,44 +73,77 @@ def _slot_entry(skill: Skill) -> dict:
             "code": f'#include "{header}"\n'}
 
 
-def render_sources(skills: list[Skill], model_name: str = "openvla-oft", slots: Iterable[str] = ()) -> dict[str, str]:
-    """File name -> text of the generated project; skills named in `slots` become an include of the agent's file."""
-    env = _env(templates_dir())
+def _arch(arch):
+    from omnimodel import archs
+
+    return archs.get(arch) if isinstance(arch, str) else arch
+
+
+def render_sources(
+    skills: list[Skill], arch, model_name: str | None = None, slots: Iterable[str] = (), skills_root: Path | None = None
+) -> dict[str, str]:
+    """File name -> text of the generated files: the arch's graph with its skills, the name header, CMakeLists.
+
+    Every role skill of the arch graph contributes its weights (struct + loader) even when another
+    skill or the agent realises its graph function; a skill named in `slots` becomes an include of
+    the agent's file.
+    """
+    from omnimodel.codegen.names_header import header_text
+
+    arch = _arch(arch)
     slots = set(slots)
-    ctx = {
-        "model_name": model_name,
-        "arch": names.ARCH,
-        "skills": [
-            _slot_entry(s) if s.name in slots else
-            {"name": s.name, "version": s.version, "provenance": s.provenance, "code": _render_skill(s)} for s in skills
-        ],
-    }
+    root = Path(skills_root) if skills_root else skills_dir()
+    by_name = {s.name: s for s in skills}
+    weights = []
+    for name in arch.graph_skills():
+        skill = by_name.get(name) or (load_skill(root / name) if (root / name / "SKILL.md").is_file() else None)
+        if skill is not None:
+            part = _render_skill(skill)[0]
+            if part:
+                weights.append({"name": f"{skill.name} weights", "version": skill.version, "provenance": skill.provenance, "code": part})
+    entries = []
+    for s in skills:
+        if s.name in slots:
+            entries.append(_slot_entry(s))
+        else:
+            entries.append({"name": s.name, "version": s.version, "provenance": s.provenance, "code": _render_skill(s)[1]})
+    ctx = {"model_name": model_name or arch.name, "arch": arch.name, "skills": weights + entries}
+    graph = arch.graph_template()
+    try:
+        source = _env(graph.parent).get_template(graph.name).render(**ctx)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"arch {arch.name}: graph template {graph} does not render ({exc})") from None
+    keys, tensors = arch.name_table()
     return {
-        "CMakeLists.txt": env.get_template("CMakeLists.txt.j2").render(**ctx),
-        MODEL_SOURCE: env.get_template(MODEL_SOURCE + ".j2").render(**ctx),
+        "CMakeLists.txt": _env(templates_dir()).get_template("CMakeLists.txt.j2").render(**ctx),
+        MODEL_SOURCE: source,
+        NAMES_HEADER: header_text(arch.name, keys, tensors),
     }
 
 
 def render_project(
     run_dir: Path,
     skills: list[Skill],
-    model_name: str = "openvla-oft",
+    arch,
+    model_name: str | None = None,
     slots: Mapping[str, str] | None = None,
+    skills_root: Path | None = None,
 ) -> Path:
-    """Write `run_dir/cpp/` (CMake project, model source, C header, CLI) and return its path.
+    """Write `run_dir/cpp/` (CMake project, the shared core, the arch's graph, names header, C header, CLI).
 
-    `slots` maps a role skill to the module the agent realises in it: the model source includes
-    `cpp/modules/<skill>.h`, which is kept across re-renders (a compiling stub when absent).
+    `arch` is an Arch or its registered name. `slots` maps a role skill to the module the agent
+    realises in it: the model source includes `cpp/modules/<skill>.h`, which is kept across
+    re-renders (a compiling stub when absent).
     """
     from omnimodel.codegen.slots import MODULES_DIR, signature, slot_by_skill, stub
 
     slots = dict(slots or {})
-    sources = render_sources(skills, model_name, slots)
+    sources = render_sources(skills, arch, model_name, slots, skills_root)
     final = Path(run_dir) / "cpp"
     with atomic_dir(final) as tmp:
         for fname, text in sources.items():
             (tmp / fname).write_text(text)
-        for fname in (HEADER, CLI_SOURCE):
+        for fname in CORE_FILES:
             shutil.copyfile(templates_dir() / fname, tmp / fname)
         if slots:
             if (final / MODULES_DIR).is_dir():

@@ -1,4 +1,4 @@
-// policy_cli: run, validate and benchmark a native OpenVLA-OFT policy through its C API.
+// policy_cli: run, validate and benchmark a generated native policy through its C API (any arch).
 //
 //   policy_cli run      MODEL.gguf (--inputs IN.gguf | --image A.ppm [--image B.ppm] --proprio v,.. --tokens id,..) [--out OUT.gguf]
 //   policy_cli validate MODEL.gguf REFERENCE_DIR OUT_DIR
@@ -227,9 +227,11 @@ static std::string load_step(const cli_args & a, const omni_policy * P, step & s
         // the forward pass alone takes normalised proprio (`proprio_norm`, else `proprio` as given)
         const ggml_tensor * tp = s.raw && in.tensor("proprio_norm") ? in.tensor("proprio_norm") : in.tensor("proprio");
         const ggml_tensor * tt = in.tensor("token_ids");
-        if (!tp || !tt) return a.inputs + ": needs `proprio` and `token_ids` tensors";
-        to_array(tp, arr);
-        s.proprio = arr.data;
+        if ((!tp && omni_proprio_dim(P) > 0) || !tt) return a.inputs + ": needs `proprio` and `token_ids` tensors";
+        if (tp) {
+            to_array(tp, arr);
+            s.proprio = arr.data;
+        }
         to_array(tt, arr);
         for (float v : arr.data) s.tokens.push_back((int32_t) v);
         return "";

@@ -28,7 +28,7 @@ def designer(state: PortState) -> dict:
     wanted = list(dict.fromkeys([*(u.get("skill") or u["slot"] for u in plan.units), *glue]))
     order = archs.get(state["model"]).graph_skills()
     skills = choose_skills(_ordered(wanted, order), skills_root=Path(plan.skills_dir))
-    render_project(run_dir, skills, model_name=plan.model, slots=slots)
+    render_project(run_dir, skills, state["model"], model_name=plan.model, slots=slots, skills_root=Path(plan.skills_dir))
     key = "designer" if not state.get("iteration") else f"designer.{state['iteration']}"
     return {"timings": {key: time.perf_counter() - t0}}
 
