@@ -16,7 +16,9 @@ def trainer(arch=None) -> ModuleType:
     """The training module of `arch` (an Arch or its name), or of the first registered arch that has one."""
     from omnimodel import archs
 
-    candidates = [archs.get(arch) if isinstance(arch, str) else arch] if arch else list(archs.registry().values())
+    candidates = (
+        [archs.get(arch) if isinstance(arch, str) else arch] if arch else list(archs.registry().values())
+    )
     for a in candidates:
         mod = a.trainer()
         if mod is not None:

@@ -95,7 +95,9 @@ def test_runtime_metadata_keys_come_from_keys(arch, model):
 def test_converted_gguf_writes_each_value_once(arch, tmp_path):
     src = convert.load_source(PRESET)
     res = convert.convert(src, tmp_path / "m.gguf", "f32")
-    fields = [f.name for f in gguf.GGUFReader(str(res.path)).fields.values() if not f.name.startswith("GGUF.")]
+    fields = [
+        f.name for f in gguf.GGUFReader(str(res.path)).fields.values() if not f.name.startswith("GGUF.")
+    ]
     assert len(fields) == len(set(fields))
     keys, _ = arch.name_table()
     arch_keys = {arch_key(arch.name, t.format(tower=tw)) for t in keys.values() for tw in ("v", "v2")}

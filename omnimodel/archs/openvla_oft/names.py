@@ -130,13 +130,26 @@ class Role:
 
 _TOWER = "(?P<tower>" + "|".join(TOWERS) + ")"
 ROLES: tuple[Role, ...] = (
-    Role("V_BLK", rf"vision_backbone\.{_TOWER}\.blocks\.(?P<bid>\d+)", "{tower}.blk.{bid}.", _VIT_BLOCK, "vision"),
+    Role(
+        "V_BLK",
+        rf"vision_backbone\.{_TOWER}\.blocks\.(?P<bid>\d+)",
+        "{tower}.blk.{bid}.",
+        _VIT_BLOCK,
+        "vision",
+    ),
     Role("V", rf"vision_backbone\.{_TOWER}", "{tower}.", _VIT_TOP, "vision", generic=False),
     Role("BLK", r"language_model\.model\.layers\.(?P<bid>\d+)", "blk.{bid}.", _LLM_LAYER, "llm"),
     Role("", r"language_model", "", _LLM_TOP, "llm", generic=False),
     Role("MM", r"projector", "mm.", _PROJECTOR, "projector"),
     Role("PROPRIO", r"proprio_projector", "proprio.", _PROPRIO, "proprio_projector"),
-    Role("ACT_BLK", r"action_head\.model\.mlp_resnet_blocks\.(?P<bid>\d+)", "act.blk.{bid}.", _ACT_BLOCK, "action_head", generic=False),
+    Role(
+        "ACT_BLK",
+        r"action_head\.model\.mlp_resnet_blocks\.(?P<bid>\d+)",
+        "act.blk.{bid}.",
+        _ACT_BLOCK,
+        "action_head",
+        generic=False,
+    ),
     Role("ACT", r"action_head", "act.", _ACT_HEAD, "action_head"),
 )
 
@@ -207,7 +220,9 @@ def gguf_names(key: str) -> list[str]:
     raise KeyError(f"no GGUF name for checkpoint key {key!r}")
 
 
-_COMPONENT_BY_HEAD = {r.prefix.split(".", 1)[0]: r.component for r in ROLES if r.prefix and "{" not in r.prefix[:2]}
+_COMPONENT_BY_HEAD = {
+    r.prefix.split(".", 1)[0]: r.component for r in ROLES if r.prefix and "{" not in r.prefix[:2]
+}
 _COMPONENT_BY_HEAD.update({t: "vision" for t in TOWERS.values()})
 
 
@@ -253,13 +268,27 @@ def _slots():
         Slot("proprio_projector", r"proprio_projector", _slot_prefix("PROPRIO"), "proprio_weights"),
         Slot("fused_projector", r"projector", _slot_prefix("MM"), "projector_weights"),
         Slot("mlp_resnet_action_head", r"action_head", _slot_prefix("ACT"), "action_head_weights"),
-        Slot("llama_decoder_layer", r"language_model\.model\.layers\.(\d+)", _slot_prefix("BLK"), "llama_layer"),
-        Slot("dinov2_block", r"vision_backbone\.featurizer\.blocks\.(\d+)", _slot_prefix("V_BLK", tower=TOWERS["featurizer"]), "vit_layer"),
-        Slot("siglip_block", r"vision_backbone\.fused_featurizer\.blocks\.(\d+)", _slot_prefix("V_BLK", tower=TOWERS["fused_featurizer"]), "vit_layer"),
+        Slot(
+            "llama_decoder_layer", r"language_model\.model\.layers\.(\d+)", _slot_prefix("BLK"), "llama_layer"
+        ),
+        Slot(
+            "dinov2_block",
+            r"vision_backbone\.featurizer\.blocks\.(\d+)",
+            _slot_prefix("V_BLK", tower=TOWERS["featurizer"]),
+            "vit_layer",
+        ),
+        Slot(
+            "siglip_block",
+            r"vision_backbone\.fused_featurizer\.blocks\.(\d+)",
+            _slot_prefix("V_BLK", tower=TOWERS["fused_featurizer"]),
+            "vit_layer",
+        ),
     )
 
 
 def __getattr__(name: str):
-    if name == "SLOTS":  # built on first use: codegen.slots imports nothing of the arch, but keep the order safe
+    if (
+        name == "SLOTS"
+    ):  # built on first use: codegen.slots imports nothing of the arch, but keep the order safe
         return _slots()
     raise AttributeError(name)

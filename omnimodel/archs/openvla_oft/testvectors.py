@@ -35,10 +35,21 @@ SKILL_MODULES = {
 
 def micro_config() -> OpenVLAOFTConfig:
     """A model of this arch small enough that a whole-model vector is a few hundred KB (28x28 images)."""
-    dino = TowerConfig("micro_dino", 16, 2, 2, 32, image=28, n_registers=4, class_token=True, layer_scale=True)
+    dino = TowerConfig(
+        "micro_dino", 16, 2, 2, 32, image=28, n_registers=4, class_token=True, layer_scale=True
+    )
     siglip = TowerConfig("micro_siglip", 16, 2, 2, 48, image=28)
     return OpenVLAOFTConfig(
-        dino, siglip, hidden=32, layers=2, heads=2, kv_heads=2, mlp=64, vocab=64, text_vocab=60, pad_token_id=60,
+        dino,
+        siglip,
+        hidden=32,
+        layers=2,
+        heads=2,
+        kv_heads=2,
+        mlp=64,
+        vocab=64,
+        text_vocab=60,
+        pad_token_id=60,
         name="openvla-oft-micro",
     )
 
@@ -55,17 +66,22 @@ def sample(cfg: OpenVLAOFTConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     gen = torch.Generator().manual_seed(seed)
     s = cfg.dino.image
     px = torch.randn(1, 6 * cfg.num_images, s, s, generator=gen)
-    ids = torch.cat([torch.tensor([[cfg.bos_token_id]]), torch.randint(3, cfg.text_vocab, (1, 6), generator=gen)], 1)
+    ids = torch.cat(
+        [torch.tensor([[cfg.bos_token_id]]), torch.randint(3, cfg.text_vocab, (1, 6), generator=gen)], 1
+    )
     proprio = torch.rand(1, cfg.proprio_dim, generator=gen) * 2 - 1
     return px, ids, proprio
 
 
-def record(model: OpenVLAOFT, px, ids, proprio, names: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+def record(
+    model: OpenVLAOFT, px, ids, proprio, names: list[str]
+) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
     """First call's input 0 and output of each named module: name -> (in, out, class)."""
     mods = dict(model.named_modules())
     seen: dict[str, tuple[np.ndarray, np.ndarray, str]] = {}
     hooks = []
     for name in names:
+
         def hook(mod, args, kwargs, out, name=name):
             if name in seen:
                 return
@@ -110,5 +126,3 @@ def write_all(root: Path | None = None, seed: int = 0) -> list[Path]:
         write_vector(path, module, cls, mine, meta, inputs, y, arch_name=ARCH)
         written.append(path)
     return written
-
-

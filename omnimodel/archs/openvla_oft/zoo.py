@@ -51,7 +51,13 @@ def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0) -> Path:
         save_tokenizer_files(tok, d, cfg.pad_token_id)
 
     with atomic_dir(out_dir) as tmp:
-        write_checkpoint(model, tmp, random_stats(seed, cfg.action_dim, cfg.proprio_dim), write_tok, SHARD_BYTES.get(name, 4_000_000_000))
+        write_checkpoint(
+            model,
+            tmp,
+            random_stats(seed, cfg.action_dim, cfg.proprio_dim),
+            write_tok,
+            SHARD_BYTES.get(name, 4_000_000_000),
+        )
     return out_dir
 
 
