@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from omnimodel.archs.openvla_oft.policy import TorchPolicy
 from omnimodel.atomic import atomic_path
 
 SAMPLE_INSTRUCTION = "put the black bowl on the plate"
@@ -54,17 +55,30 @@ class _OpRecorder(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def sample_observation(seed: int, image_size: int, proprio_dim: int, stats: dict) -> tuple[list[np.ndarray], np.ndarray]:
-    """A deterministic observation: smooth coloured images and a proprio inside the statistics' range."""
+@dataclass
+class Sample:
+    """The analyzer's one deterministic run: the hooked forward, and the end-to-end tensors of its output."""
+
+    run: Callable[[], Any]  # the model's forward (or decoding loop) on the sample, under the hooks
+    end_to_end: Callable[[Any], list[tuple[str, np.ndarray]]]  # run()'s output -> end_to_end.gguf tensors
+    n_tokens: int  # prompt length in tokens
+
+
+def sample_observation(
+    seed: int, image_size: int, proprio_dim: int, stats: dict, n_images: int = 2
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """A deterministic observation: smooth coloured images and a proprio inside the statistics' range (None if 0-dim)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:image_size, 0:image_size].astype(np.float32) / image_size
     images = []
-    for _ in range(2):
+    for _ in range(n_images):
         freq = rng.uniform(1, 6, size=(3, 2))
         phase = rng.uniform(0, 2 * np.pi, size=3)
         chans = [127.5 + 100 * np.sin(2 * np.pi * (freq[c, 0] * xx + freq[c, 1] * yy) + phase[c]) for c in range(3)]
         img = np.stack(chans, -1) + rng.normal(0, 12, (image_size, image_size, 3))
         images.append(np.clip(img, 0, 255).astype(np.uint8))
+    if not proprio_dim:
+        return images, None
     q01 = np.asarray(stats["proprio"]["q01"], np.float32)
     q99 = np.asarray(stats["proprio"]["q99"], np.float32)
     proprio = (q01 + (q99 - q01) * rng.uniform(0.1, 0.9, proprio_dim)).astype(np.float32)
@@ -117,7 +131,41 @@ def read_reference(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def analyze(policy: TorchPolicy, run_dir: Path, seed: int = 0, cache: str = "auto") -> dict:
+def _two_image_sample(policy, seed: int, instruction: str) -> Sample:
+    """The default sample (a policy without `analysis_sample`): two images + proprio through one forward."""
+    from omnimodel.models.preprocess import unnormalize_actions
+
+    model = policy.model
+    cfg = model.cfg
+    images, proprio = sample_observation(seed, cfg.dino.image, cfg.proprio_dim, policy.stats)
+    inputs = policy.prepare(images, proprio, instruction)
+
+    def end_to_end(out) -> list[tuple[str, np.ndarray]]:
+        norm_actions = out.actions[0].float().numpy()
+        return [
+            ("images", np.stack(images).astype(np.int32)),
+            ("proprio", proprio),
+            ("token_ids", inputs.input_ids[0].numpy().astype(np.int32)),
+            ("pixel_values", inputs.pixel_values.float().numpy()),
+            ("proprio_norm", inputs.proprio.float().numpy()),
+            ("actions_norm", norm_actions),
+            ("actions", unnormalize_actions(norm_actions, policy.stats)),
+        ]
+
+    return Sample(
+        lambda: model(inputs.pixel_values, inputs.input_ids, inputs.proprio),
+        end_to_end,
+        int(inputs.input_ids.shape[1]),
+    )
+
+
+def analysis_sample(policy, seed: int, instruction: str = SAMPLE_INSTRUCTION) -> Sample:
+    """The policy's own sample (`policy.analysis_sample`) or the two-image + proprio default."""
+    own = getattr(policy, "analysis_sample", None)
+    return own(seed, instruction) if own is not None else _two_image_sample(policy, seed, instruction)
+
+
+def analyze(policy, run_dir: Path, seed: int = 0, cache: str = "auto") -> dict:
     """Run one deterministic sample with hooks; write reference/*.gguf and return analysis.json's content."""
     model = policy.model
     cfg = model.cfg
@@ -175,11 +223,10 @@ def analyze(policy: TorchPolicy, run_dir: Path, seed: int = 0, cache: str = "aut
         handles.append(mod.register_forward_pre_hook(pre_hook(name), with_kwargs=True))
         handles.append(mod.register_forward_hook(post_hook(name), with_kwargs=True))
 
-    images, proprio = sample_observation(seed, cfg.dino.image, cfg.proprio_dim, policy.stats)
-    inputs = policy.prepare(images, proprio, SAMPLE_INSTRUCTION)
+    sample = analysis_sample(policy, seed)
     try:
         with torch.no_grad(), recorder:
-            out = model(inputs.pixel_values, inputs.input_ids, inputs.proprio)
+            out = sample.run()
     finally:
         for h in handles:
             h.remove()
@@ -199,29 +246,18 @@ def analyze(policy: TorchPolicy, run_dir: Path, seed: int = 0, cache: str = "aut
             write_reference(ref_dir / f"{fname}.gguf", name, rec.cls, tensors)
             rec.cached = True
 
-    norm_actions = out.actions[0].float().numpy()
-    from omnimodel.models.preprocess import unnormalize_actions
-
     write_reference(
         ref_dir / f"{END_TO_END}.gguf",
         END_TO_END,
         type(model).__name__,
-        [
-            ("images", np.stack(images).astype(np.int32)),
-            ("proprio", proprio),
-            ("token_ids", inputs.input_ids[0].numpy().astype(np.int32)),
-            ("pixel_values", inputs.pixel_values.float().numpy()),
-            ("proprio_norm", inputs.proprio.float().numpy()),
-            ("actions_norm", norm_actions),
-            ("actions", unnormalize_actions(norm_actions, policy.stats)),
-        ],
+        sample.end_to_end(out),
         {"omnimodel.instruction": SAMPLE_INSTRUCTION},
     )
     return {
         "model": cfg.name,
         "config": cfg.to_dict(),
         "n_params": n_params,
-        "sample": {"seed": seed, "instruction": SAMPLE_INSTRUCTION, "n_tokens": int(inputs.input_ids.shape[1])},
+        "sample": {"seed": seed, "instruction": SAMPLE_INSTRUCTION, "n_tokens": sample.n_tokens},
         "modules": [asdict(r) for r in records.values()],
     }
 
