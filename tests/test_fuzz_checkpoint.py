@@ -131,8 +131,10 @@ def _mutate_config(rng: random.Random, cfg: dict, note: list) -> dict:
         c["omnimodel_towers"][i][key] = rng.choice(POISON)
         note.append(f"tower[{i}].{key}={c['omnimodel_towers'][i][key]!r}")
     elif op == "top":
-        key = rng.choice(("pad_token_id", "pad_to_multiple_of", "omnimodel_preset", "timm_model_ids"))
-        c[key] = rng.choice(POISON)
+        key = rng.choice(("pad_token_id", "pad_to_multiple_of", "omnimodel_preset", "timm_model_ids",
+                          "omnimodel_custom_modules"))
+        c[key] = rng.choice(POISON + ({"proprio_projector": rng.choice(POISON)},
+                                      {"proprio_projector": {"file": rng.choice(POISON), "class": "X"}}))
         note.append(f"{key}={c[key]!r}")
     elif op == "section":
         key = rng.choice(("text_config", "omnimodel_towers"))

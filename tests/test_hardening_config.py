@@ -53,6 +53,11 @@ CASES = {
     "tower not an object": (lambda c: c["omnimodel_towers"].__setitem__(0, 7), "omnimodel_towers[0] = 7"),
     "nan eps": (_set_text("rms_norm_eps", float("nan")), "text_config.rms_norm_eps = nan"),
     "pad id past vocab": (lambda c: c.__setitem__("pad_token_id", 10**6), "pad_token_id = 1000000"),
+    "custom modules not an object": (lambda c: c.__setitem__("omnimodel_custom_modules", [1]), "omnimodel_custom_modules = [1]"),
+    "custom module without file": (
+        lambda c: c.__setitem__("omnimodel_custom_modules", {"proprio_projector": {"class": "X"}}),
+        "omnimodel_custom_modules.proprio_projector.file missing",
+    ),
     "layers disagree with weights": (_set_text("num_hidden_layers", 3), "hold 2 LLaMA layers"),
     "depth disagrees with weights": (_set_tower("depth", 5, 1), "hold 3 SigLIP blocks"),
 }

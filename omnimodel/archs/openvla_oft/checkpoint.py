@@ -155,6 +155,19 @@ def _towers_from_json(d: dict, source: str) -> tuple[TowerConfig, TowerConfig]:
     return tuple(TowerConfig(**vars(KNOWN_TOWERS[i])) for i in ids)
 
 
+_CUSTOM_FIELDS = (Field("file", str), Field("class", str), Field("kwargs", dict, optional=True, nullable=True))
+
+
+def _check_custom_modules(d: dict, source: str) -> None:
+    """`omnimodel_custom_modules`: module path -> {file, class, kwargs} (see docs/custom-modules.md)."""
+    specs = require_mapping(source, "omnimodel_custom_modules", d.get("omnimodel_custom_modules") or {})
+    for path, spec in specs.items():
+        key = f"omnimodel_custom_modules.{path}"
+        check_section(source, require_mapping(source, key, spec), _CUSTOM_FIELDS, prefix=f"{key}.", closed=True)
+        if spec.get("kwargs") is not None:
+            require_mapping(source, f"{key}.kwargs", spec["kwargs"])
+
+
 def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
     """Map a released (or our) config.json onto OpenVLAOFTConfig, filling LlamaConfig defaults.
 
@@ -162,6 +175,7 @@ def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
     gives one ConfigError line and no module is built.
     """
     d = require_mapping(source, "config.json", d)
+    _check_custom_modules(d, source)
     dino, siglip = _towers_from_json(d, source)
     top = check_section(source, d, _TOP_CHECKS)
     text = {**_LLAMA_DEFAULTS, **require_mapping(source, "text_config", d.get("text_config", {}))}
