@@ -3,6 +3,7 @@
 #include "omni_core.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
@@ -257,7 +258,9 @@ ggml_tensor * graph_run::input(ggml_type type, int n_dims, const int64_t * ne, c
     return t;
 }
 
-std::vector<float> run_graph(omni_core & C, const std::function<ggml_tensor *(graph_run &)> & build, std::vector<int64_t> * out_ne) {
+std::vector<float> run_graph(omni_core & C, const std::function<ggml_tensor *(graph_run &)> & build, std::vector<int64_t> * out_ne,
+                             const char * stage) {
+    const auto t0 = std::chrono::steady_clock::now();
     ggml_init_params ip = {C.compute_meta.size(), C.compute_meta.data(), true};
     graph_run R;
     R.ctx = ggml_init(ip);
@@ -275,6 +278,7 @@ std::vector<float> run_graph(omni_core & C, const std::function<ggml_tensor *(gr
         if (out_ne) out_ne->assign(R.out->ne, R.out->ne + 4);
         ggml_backend_sched_reset(C.sched);
         ggml_free(R.ctx);
+        C.timings.emplace_back(stage, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
         return out;
     } catch (...) {
         ggml_backend_sched_reset(C.sched);
@@ -439,6 +443,7 @@ int omni_predict_raw(omni_policy * P, const float * pixel_values, int n_images, 
                      const int32_t * token_ids, int n_tokens, float * actions_out) {
     return guarded([&] {
         check_step_args(P, pixel_values, n_images, proprio, n_proprio, token_ids, n_tokens, actions_out);
+        P->core.timings.clear();
         P->model->predict_raw(P->core, pixel_values, n_images, proprio, n_proprio, token_ids, n_tokens, actions_out);
     });
 }
@@ -447,6 +452,7 @@ int omni_predict(omni_policy * P, const uint8_t * images, int n_images, const fl
                  const int32_t * token_ids, int n_tokens, float * actions_out) {
     return guarded([&] {
         check_step_args(P, images, n_images, proprio, n_proprio, token_ids, n_tokens, actions_out);
+        P->core.timings.clear();
         P->model->predict(P->core, images, n_images, proprio, n_proprio, token_ids, n_tokens, actions_out);
     });
 }
@@ -462,6 +468,16 @@ int omni_run_module(omni_policy * P, const char * module_name, const omni_tensor
         if ((int64_t) r.data.size() > out_capacity || !out) throw omni_error(OMNI_ERR_BUFFER_TOO_SMALL, "omni_run_module: output needs " + std::to_string(r.data.size()) + " floats");
         std::memcpy(out, r.data.data(), r.data.size() * sizeof(float));
     });
+}
+
+int omni_last_timings(const omni_policy * policy, const char ** stages, double * ms, int capacity) {
+    if (!policy) return 0;
+    const auto & T = policy->core.timings;
+    for (int i = 0; i < (int) T.size() && i < capacity; i++) {
+        if (stages) stages[i] = T[i].first.c_str();
+        if (ms) ms[i] = T[i].second;
+    }
+    return (int) T.size();
 }
 
 int omni_has_module(const omni_policy * policy, const char * module_name) {

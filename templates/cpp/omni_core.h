@@ -121,6 +121,9 @@ struct omni_core {
     int n_layer = 0;
     std::function<int(const char *)> layer_of;
 
+    // Wall time of each graph run of the last omni_predict* call, by stage label (run_graph's).
+    std::vector<std::pair<std::string, double>> timings;
+
     omni_core() = default;
     omni_core(const omni_core &) = delete;
     omni_core & operator=(const omni_core &) = delete;
@@ -156,8 +159,9 @@ struct graph_run {
     void expand(ggml_tensor * t) { ggml_build_forward_expand(gf, t); }
 };
 
+// `stage` labels the run in C.timings (e.g. "prompt", "decode"): omni_last_timings reports them.
 std::vector<float> run_graph(omni_core & C, const std::function<ggml_tensor *(graph_run &)> & build,
-                             std::vector<int64_t> * out_ne = nullptr);
+                             std::vector<int64_t> * out_ne = nullptr, const char * stage = "forward");
 
 // ----------------------------------------------------------------------------- per-module runs
 

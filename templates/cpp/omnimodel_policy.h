@@ -82,6 +82,12 @@ OMNI_API int omni_run_module(omni_policy * policy, const char * module_name,
                              const omni_tensor * inputs, int n_inputs,
                              float * out, int64_t out_capacity, int64_t out_shape[4], int * out_n_dims);
 
+/* Wall time (ms) of each graph run of the last omni_predict* call on this policy, with its stage
+ * label ("forward"; "prompt" then one "decode" per generated token for autoregressive archs).
+ * Fills up to `capacity` entries (either array may be NULL) and returns how many there are. The
+ * labels stay valid until the next call on the policy. */
+OMNI_API int omni_last_timings(const omni_policy * policy, const char ** stages, double * ms, int capacity);
+
 /* Whether omni_run_module knows a module name (1) or not (0). */
 OMNI_API int omni_has_module(const omni_policy * policy, const char * module_name);
 

@@ -378,17 +378,36 @@ static int cmd_bench(const cli_args & a, omni_policy * P) {
         if (predict(P, s, actions.data()) != OMNI_OK) return fail(omni_last_error());
     }
     std::vector<double> ms;
+    std::vector<std::string> stage_names;
+    std::vector<std::vector<double>> stage_ms;  // per graph run of a step, in order
     for (int i = 0; i < a.n_iter; i++) {
         const auto t0 = std::chrono::steady_clock::now();
         if (predict(P, s, actions.data()) != OMNI_OK) return fail(omni_last_error());
         ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        const int n_st = omni_last_timings(P, nullptr, nullptr, 0);
+        std::vector<const char *> names(n_st);
+        std::vector<double> st(n_st);
+        omni_last_timings(P, names.data(), st.data(), n_st);
+        if (stage_ms.size() < (size_t) n_st) { stage_ms.resize(n_st); stage_names.resize(n_st); }
+        for (int k = 0; k < n_st; k++) { stage_names[k] = names[k]; stage_ms[k].push_back(st[k]); }
     }
+    auto median_of = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        const size_t n = v.size();
+        return n == 0 ? 0.0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    };
     std::vector<double> sorted = ms;
     std::sort(sorted.begin(), sorted.end());
     const size_t n = sorted.size();
-    const double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
-    std::printf("{\"status\": \"ok\", \"n\": %zu, \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"threads\": %d, \"n_gpu_layers\": %d}\n",
-                n, median, sorted.front(), sorted.back(), a.params.n_threads, a.params.n_gpu_layers);
+    std::string stages = "[";
+    for (size_t k = 0; k < stage_ms.size(); k++) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "%s{\"stage\": \"%s\", \"median_ms\": %.3f}", k ? ", " : "", json_escape(stage_names[k]).c_str(), median_of(stage_ms[k]));
+        stages += buf;
+    }
+    stages += "]";
+    std::printf("{\"status\": \"ok\", \"n\": %zu, \"median_ms\": %.3f, \"min_ms\": %.3f, \"max_ms\": %.3f, \"threads\": %d, \"n_gpu_layers\": %d, \"stages\": %s}\n",
+                n, median_of(ms), sorted.front(), sorted.back(), a.params.n_threads, a.params.n_gpu_layers, stages.c_str());
     return 0;
 }
 
