@@ -168,5 +168,10 @@ class OpenVLAArch(Arch):
         out["llm"] = "language_model.model.layers.0"
         return out
 
+    def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
+        from omnimodel.archs.openvla.testvectors import write_all
+
+        return write_all(root, seed)
+
     def graph_skills(self) -> tuple[str, ...]:
         return GRAPH_SKILLS
