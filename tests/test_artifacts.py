@@ -206,3 +206,18 @@ def test_summary_is_three_lines_with_worst_module_error_bpw_and_size():
     assert "0.0012" in lines[2] and "8.500 bits/weight" in lines[2] and "2.50 MB" in lines[2]
     failed = summary_lines({"status": "failed", "reason": "planner: no skill", "modules": [], "gguf": {}}, "r")
     assert failed[0].startswith("port FAILED: planner: no skill") and "none compared" in failed[1]
+
+
+@pytest.mark.parametrize("quant, nxt", [("f32", "designer"), ("f16", "designer"), ("q8_0", "simulator"), ("actquant:3.0", "simulator")])
+def test_only_quantized_runs_get_the_simulator(quant, nxt):
+    from omnimodel.graph.wiring import NODES, after_converter
+
+    assert after_converter({"quant": quant}) == nxt
+    assert NODES.index("converter") < NODES.index("simulator") < NODES.index("designer")
+
+
+def test_calibration_frame_cap():
+    from actquant_plugin.calibration import DEFAULT_FRAMES, frame_cap
+
+    assert frame_cap(None) == DEFAULT_FRAMES == 256
+    assert frame_cap(64) == 64 and frame_cap(0) is None and frame_cap(-1) is None

@@ -84,3 +84,18 @@ def test_force_refuses_a_directory_that_is_not_a_run(tmp_path):
     (other / "notes.txt").write_text("keep me")
     res = _cli("port", "openvla-oft", "--out", str(other), "--force", cwd=tmp_path)
     assert res.returncode == 2 and "not a run directory" in res.stderr and (other / "notes.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--method", "bogus"], "unknown quantizer 'bogus'"),
+        (["--method", "q8_0", "--bpw", "3.0"], "--bpw applies to actquant only"),
+    ],
+)
+def test_quantize_bad_method_is_one_line_exit_2_and_no_file(tmp_path, args, needle):
+    out = tmp_path / "x.gguf"
+    res = _cli("quantize", "openvla-oft-tiny", *args, "--out", str(out), cwd=tmp_path)
+    lines = _error_lines(res)
+    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
+    assert not out.exists()
