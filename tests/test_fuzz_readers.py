@@ -80,10 +80,10 @@ def run_cases(name: str, n: int, case: Callable[[random.Random, list], None], re
 # ------------------------------------------------------------------------------------- byte mutations
 
 
-def mutate_bytes(rng: random.Random, raw: bytes, hot: int) -> tuple[bytes, str]:
-    """One random mutation of `raw`, aimed at its first `hot` bytes (header) most of the time."""
+def mutate_bytes(rng: random.Random, raw: bytes, hot: int, lo: int = 0) -> tuple[bytes, str]:
+    """One random mutation of `raw`, aimed at its bytes [lo, hot) (a header) most of the time."""
     b = bytearray(raw)
-    pos = rng.randrange(min(hot, len(b))) if rng.random() < 0.85 else rng.randrange(len(b))
+    pos = rng.randrange(lo, min(hot, len(b))) if rng.random() < 0.85 else rng.randrange(len(b))
     op = rng.choice(("flip", "byte", "u32", "u64", "truncate", "insert", "delete", "multi"))
     if op == "flip":
         b[pos] ^= 1 << rng.randrange(8)
