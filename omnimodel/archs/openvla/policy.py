@@ -29,11 +29,11 @@ class TorchPolicy:
 
     backend = "pytorch"
 
-    def __init__(self, model: OpenVLA, tokenizer: Tokenizer, stats: dict, center_crop: bool = False):
+    def __init__(self, model: OpenVLA, tokenizer: Tokenizer, stats: dict, center_crop: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.stats = stats
-        self.center_crop = center_crop  # the released processor resizes only; LIBERO evals crop
+        self.center_crop = center_crop  # the LIBERO evals' 0.9-area crop, as the native runtime's default (--no-crop there)
 
     @property
     def cfg(self):
@@ -95,7 +95,7 @@ class TorchPolicy:
         )
 
 
-def load_policy(ckpt: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32, center_crop: bool = False) -> TorchPolicy:
+def load_policy(ckpt: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32, center_crop: bool = True) -> TorchPolicy:
     """Load a checkpoint directory as a PyTorch policy; `unnorm_key` picks the norm_stats dataset."""
     ckpt = Path(ckpt)
     model = load_model(ckpt, dtype)
