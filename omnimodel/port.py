@@ -79,10 +79,7 @@ def check_inputs(model: str, checkpoint: str | None, quant: str, calib: str | No
         raise ConfigError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if sandbox not in KINDS:
         raise ConfigError(f"unknown sandbox {sandbox!r}: use one of {', '.join(KINDS)}")
-    if sandbox == "docker":
-        from omnimodel.sandbox.docker_backend import docker_client
-
-        docker_client()  # SandboxError naming the fix when the engine does not answer
+    _check_sandbox(sandbox)
     if checkpoint and not Path(checkpoint).is_dir():
         raise CheckpointError(f"{checkpoint}: no such checkpoint directory; pass --checkpoint DIR (or leave it out for the bundled one)")
     ckpt = Path(checkpoint) if checkpoint else bundled_checkpoint(model)
@@ -90,6 +87,31 @@ def check_inputs(model: str, checkpoint: str | None, quant: str, calib: str | No
         raise CheckpointError(f"{ckpt}: no config.json; pass --checkpoint a checkpoint directory")
     archs.resolve(model, ckpt)  # the checkpoint is this arch's, or the error names its arch
     return ckpt, spec
+
+
+def _check_sandbox(kind: str) -> None:
+    """The sandbox can build: Docker answers (--sandbox docker), or the local tools exist (local, or auto without Docker)."""
+    import shutil as sh
+
+    from omnimodel.errors import SandboxError
+    from omnimodel.sandbox.docker_backend import DockerSandbox, docker_client
+
+    if kind == "docker":
+        docker_client()  # SandboxError naming the fix when the engine does not answer; the image is built on first use
+        return
+    if kind == "auto":
+        try:
+            DockerSandbox(client=docker_client(), build_if_missing=False)
+            return  # auto picks Docker
+        except SandboxError:
+            pass  # auto falls back to the local sandbox
+    missing = [t for t in ("cmake",) if sh.which(t) is None]
+    if not any(sh.which(c) for c in ("c++", "g++", "clang++")):
+        missing.append("a C++ compiler")
+    if missing:
+        raise SandboxError(
+            f"the local sandbox (--sandbox {kind}) needs {' and '.join(missing)}; install them or start Docker (see omnimodel doctor)"
+        )
 
 
 def new_options(model: str, checkpoint: str | None, run_dir: str | None, force: bool = False, **kw) -> PortOptions:

@@ -13,8 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400"}  # one logical line must not be wrapped by the terminal width
+def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "400", **(env or {})}  # one logical line must not be wrapped by the terminal width
     return subprocess.run([sys.executable, "-m", "omnimodel.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
@@ -99,3 +99,13 @@ def test_quantize_bad_method_is_one_line_exit_2_and_no_file(tmp_path, args, need
     lines = _error_lines(res)
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert not out.exists()
+
+
+def test_local_sandbox_without_build_tools_fails_before_the_run_dir(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()  # a PATH with no cmake and no compiler
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", "--sandbox", "local", "--out", str(run), cwd=tmp_path, env={"PATH": str(empty)})
+    lines = _error_lines(res)
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "needs cmake and a C++ compiler" in lines[0] and not run.exists()
