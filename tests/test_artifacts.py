@@ -182,8 +182,9 @@ def test_mark_failed_renames_the_gguf_and_writes_the_reason(tmp_path):
 def test_failure_reason_is_one_sentence_never_a_dict():
     from omnimodel.graph.nodes.reporter import failure_reason
 
-    state = {"failing_module": "llm", "diagnosis": {"kind": "build", "detail": "\nbuild failed (exit 2):\nerror: x"}}
-    assert failure_reason(state) == "llm: the C++ build failed (build failed (exit 2):)"
+    detail = "\nbuild failed (exit 2, killed_by=None):\n[1/3] c++ -c model.cpp\nmodel.cpp:12: error: 'x' was not declared\n"
+    state = {"failing_module": "llm", "diagnosis": {"kind": "build", "detail": detail}}
+    assert failure_reason(state) == "llm: the C++ build failed: model.cpp:12: error: 'x' was not declared"
     state = {"failing_module": "projector", "diagnosis": {"kind": "tolerance", "detail": "projector: cosine 0.98 below 0.999"}}
     assert failure_reason(state) == "projector: cosine 0.98 below 0.999"
     state = {"failing_module": "head", "error": "the agent stopped on head: 1 of 1 calls\nmore", "diagnosis": None}

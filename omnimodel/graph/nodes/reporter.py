@@ -23,18 +23,25 @@ def first_line(text: str, limit: int = 240) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+def _error_line(text: str) -> str:
+    """A compiler's or a crash's telling line: the first that says error, else the first line."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    hit = next((ln for ln in lines[1:] if "error" in ln.lower()), None)
+    return first_line(hit or (lines[0] if lines else ""))
+
+
 def failure_reason(state: PortState) -> str:
     """One sentence saying why the run failed: the module and the diagnosis, never a dict."""
     diagnosis = state.get("diagnosis") or {}
     module = state.get("failing_module")
-    detail = first_line(diagnosis.get("detail") or state.get("error") or "")
     kind = diagnosis.get("kind")
+    raw = diagnosis.get("detail") or state.get("error") or ""
     if kind == "build":
-        detail = f"the C++ build failed ({detail})" if detail else "the C++ build failed"
+        detail = f"the C++ build failed: {_error_line(raw)}" if raw else "the C++ build failed"
     elif kind == "crash":
-        detail = f"the native run crashed ({detail})" if detail else "the native run crashed"
-    if not detail:
-        detail = "the native build did not reach parity and no fix applied"
+        detail = f"the native run crashed: {_error_line(raw)}" if raw else "the native run crashed"
+    else:
+        detail = first_line(raw) or "the native build did not reach parity and no fix applied"
     if module and module not in detail:
         return f"{module}: {detail}"
     return detail
