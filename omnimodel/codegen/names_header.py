@@ -1,7 +1,7 @@
 """Render an arch's name table (KEYS, TENSORS) into the C++ header its graph includes (omni_names.h).
 
 A metadata key `llm.block_count` under identifier LLM_BLOCK_COUNT becomes
-`KEY_LLM_BLOCK_COUNT` (with the arch prefix: `openvla-oft.llm.block_count`); a tensor name becomes
+`KEY_LLM_BLOCK_COUNT` (with the arch prefix: `<arch>.llm.block_count`); a tensor name becomes
 `TN_<ID>`. Names with placeholders become functions of them, in the order they appear:
 `{bid}` an int, any other (`{tower}`) a string — `TN_V_BLK("v", 3)` is `v.blk.3.`.
 """
