@@ -47,9 +47,10 @@ class CalibrationSet:
 
 
 # Default cap on calibration frames (--calib-frames overrides; 0 or a negative number: every frame).
-# 256 frames is what the open-loop benchmark calibrates with (benchmarks/actquant_openloop.py); every
-# extra frame costs one more forward+backward pass per Fisher group, and a 50-demo export holds
-# thousands of frames.
+# 256 frames is what the open-loop benchmark calibrates with (benchmarks/actquant_openloop.py). On the
+# shipped tiny-suite policy at actquant:3.0 the HSIC sensitivities at 256 frames rank the matrices as
+# at 1024 (Spearman 0.998; 64 frames: 0.983, 32: 0.950) and 86.5% of the types match 1024's; every
+# extra frame costs one more forward (HSIC) and forward+backward (Fisher) pass, and an export holds thousands.
 DEFAULT_FRAMES = 256
 
 
