@@ -121,7 +121,7 @@ def test_fuzz_gguf_reader(tmp_path, record_property):
         summary = reader.summarize(target)  # what `omnimodel inspect` prints
         reader.format_summary(summary)
         json.dumps(summary.to_json(), default=str)
-        for _type, shape, payload in reader.read_tensor_bytes(target).values():
+        for _type, _shape, payload in reader.read_tensor_bytes(target).values():
             assert payload.numel() <= len(data), "a tensor larger than the file"
 
     run_cases("gguf", CASES, case, record_property)
