@@ -80,7 +80,7 @@ def test_trailing_or_missing_bytes_are_refused_and_good_shards_load(tmp_path):
     with pytest.raises(CheckpointError, match="tensor data ends at byte .* but the file has"):
         open_safetensors(path)
     _shard(path, GOOD, bytes(23))
-    with pytest.raises(CheckpointError, match="tensor b: truncated at byte"):
+    with pytest.raises(CheckpointError, match="truncated at byte .*, tensor b needs bytes up to"):
         open_safetensors(path)
     tensors = {"x": torch.arange(6, dtype=torch.float32).reshape(2, 3), "e": torch.zeros(0, 3), "y": torch.ones(5, dtype=torch.int64)}
     save_file(tensors, str(path), metadata={"format": "pt"})

@@ -97,7 +97,7 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
             raise CheckpointError(f"{path}: tensor {key}: data_offsets {[begin, end]} {what}; re-download the shard")
         if end > data:
             raise CheckpointError(
-                f"{path}: tensor {key}: truncated at byte {8 + n + data}, tensor needs {8 + n + end}; re-download the shard"
+                f"{path}: truncated at byte {8 + n + data}, tensor {key} needs bytes up to {8 + n + end}; re-download the shard"
             )
         cursor = end
     if cursor != data:
