@@ -479,6 +479,38 @@ def bench(
     runpy.run_path(str(script), run_name="__main__")
 
 
+# ---------------------------------------------------------------- serve, export (helper E)
+@app.command("serve")
+def serve_cmd(
+    run_dir: Path = typer.Argument(..., help="A finished run directory (model.gguf + build/)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port (0: any free port, printed on start)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint with tokenizer.json (default: port.json's)."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads of the native policy (0: all)."),
+    queue: int = typer.Option(8, "--queue", help="Requests that may wait for the policy; one more gets an error reply."),
+) -> None:
+    """Serve a run's native policy over openpi's websocket protocol (Ctrl-C stops it)."""
+    from omnimodel.serve import serve_run
+
+    def ready(h: str, p: int) -> None:
+        console.print(f"serving {run_dir} on ws://{h}:{p} (health: http://{h}:{p}/healthz)", highlight=False)
+
+    served = serve_run(run_dir, host, port, checkpoint=checkpoint, n_threads=threads, queue_bound=queue, on_ready=ready)
+    console.print(f"stopped after {served} requests", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="A built and validated run directory."),
+    out: Path = typer.Option(..., "--out", help="Folder to write (must not exist or be empty)."),
+) -> None:
+    """Write what a robot needs without Python: library, GGML libs, header, CLI, model.gguf, a C example."""
+    from omnimodel.export import export_run
+
+    res = export_run(run_dir, out)
+    typer.echo(f"exported {run_dir} to {res}")
+
+
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
