@@ -44,7 +44,9 @@ class ObservationKeys:
 
 # One row per arch (general.architecture of the run's GGUF / plan.json "arch").
 OBSERVATION_KEYS: dict[str, ObservationKeys] = {
-    "openvla-oft": ObservationKeys(images=("observation/image", "observation/wrist_image"), state="observation/state"),
+    "openvla-oft": ObservationKeys(
+        images=("observation/image", "observation/wrist_image"), state="observation/state"
+    ),
     "openvla": ObservationKeys(images=("observation/image",), state=None),
 }
 
@@ -84,24 +86,37 @@ def unpack(data: bytes):
 
 # ---------------------------------------------------------------- observation -> policy inputs
 def run_arch(run_dir: Path) -> str:
-    """The run's architecture: plan.json "arch", else report.json "model"."""
+    """The run's architecture: plan.json "arch", else report.json "model", else the GGUF's general.architecture."""
     for name, key in (("plan.json", "arch"), ("report.json", "model")):
         path = run_dir / name
         if path.exists():
             arch = json.loads(path.read_text()).get(key)
             if arch:
                 return str(arch)
-    raise ConfigError(f"{run_dir}: no plan.json or report.json naming the arch; pass --arch")
+    gguf_path = run_dir / "model.gguf"
+    if gguf_path.exists():
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(gguf_path)).get_field("general.architecture")
+        if field is not None:
+            return bytes(field.parts[field.data[0]]).decode()
+    raise ConfigError(
+        f"{run_dir}: no plan.json, report.json or model.gguf naming the arch; finish the port first"
+    )
 
 
 def keys_for(arch: str) -> ObservationKeys:
     """The observation keys of an arch (one row of OBSERVATION_KEYS)."""
     if arch not in OBSERVATION_KEYS:
-        raise ConfigError(f"no openpi observation keys for arch {arch!r}; add a row to omnimodel.serve.OBSERVATION_KEYS")
+        raise ConfigError(
+            f"no openpi observation keys for arch {arch!r}; add a row to omnimodel.serve.OBSERVATION_KEYS"
+        )
     return OBSERVATION_KEYS[arch]
 
 
-def read_observation(obs, keys: ObservationKeys, image_size: int, state_dim: int) -> tuple[list[np.ndarray], np.ndarray, str]:
+def read_observation(
+    obs, keys: ObservationKeys, image_size: int, state_dim: int
+) -> tuple[list[np.ndarray], np.ndarray, str]:
     """(images, state, prompt) from an openpi observation; ObservationError names the first bad key."""
     if not isinstance(obs, dict):
         raise ObservationError(f"the observation must be a map of keys to values, got {type(obs).__name__}")
@@ -110,7 +125,11 @@ def read_observation(obs, keys: ObservationKeys, image_size: int, state_dim: int
         img = obs.get(key)
         want = f"uint8 array of shape ({image_size}, {image_size}, 3)"
         if not isinstance(img, np.ndarray):
-            raise ObservationError(f"{key}: missing; expected a {want}" if img is None else f"{key}: expected a {want}, got {type(img).__name__}")
+            raise ObservationError(
+                f"{key}: missing; expected a {want}"
+                if img is None
+                else f"{key}: expected a {want}, got {type(img).__name__}"
+            )
         if img.dtype != np.uint8 or img.shape != (image_size, image_size, 3):
             raise ObservationError(f"{key}: expected a {want}, got {img.dtype} {img.shape}")
         images.append(img)
@@ -119,7 +138,11 @@ def read_observation(obs, keys: ObservationKeys, image_size: int, state_dim: int
         s = obs.get(keys.state)
         want = f"float array of shape ({state_dim},)"
         if not isinstance(s, np.ndarray):
-            raise ObservationError(f"{keys.state}: missing; expected a {want}" if s is None else f"{keys.state}: expected a {want}, got {type(s).__name__}")
+            raise ObservationError(
+                f"{keys.state}: missing; expected a {want}"
+                if s is None
+                else f"{keys.state}: expected a {want}, got {type(s).__name__}"
+            )
         if s.dtype.kind != "f" or s.shape != (state_dim,):
             raise ObservationError(f"{keys.state}: expected a {want}, got {s.dtype} {s.shape}")
         if not np.isfinite(s).all():
@@ -127,7 +150,9 @@ def read_observation(obs, keys: ObservationKeys, image_size: int, state_dim: int
         state = s.astype(np.float32)
     prompt = obs.get(keys.prompt)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ObservationError(f"{keys.prompt}: expected a non-empty string (the instruction), got {type(prompt).__name__}")
+        raise ObservationError(
+            f"{keys.prompt}: expected a non-empty string (the instruction), got {type(prompt).__name__}"
+        )
     return images, state, prompt
 
 
@@ -139,7 +164,9 @@ class PolicyServer:
         self.policy = policy
         self.arch = arch
         self.keys = keys_for(arch)
-        if len(self.keys.images) != policy.n_images or (self.keys.state is not None) != (policy.proprio_dim > 0):
+        if len(self.keys.images) != policy.n_images or (self.keys.state is not None) != (
+            policy.proprio_dim > 0
+        ):
             raise ConfigError(
                 f"arch {arch}: the library takes {policy.n_images} images and {policy.proprio_dim} state values, "
                 f"but OBSERVATION_KEYS names {len(self.keys.images)} images and state={self.keys.state}; fix the table"
@@ -163,10 +190,15 @@ class PolicyServer:
 
     def infer(self, obs) -> dict:
         """One request, synchronously: the reply map (raises ObservationError or the policy's error)."""
-        images, state, prompt = read_observation(obs, self.keys, self.policy.image_size, self.policy.proprio_dim)
+        images, state, prompt = read_observation(
+            obs, self.keys, self.policy.image_size, self.policy.proprio_dim
+        )
         t0 = time.perf_counter()
         actions = self.policy.predict_action(images, state, prompt)
-        return {"actions": np.asarray(actions, np.float32), "server_timing": {"infer_ms": (time.perf_counter() - t0) * 1e3}}
+        return {
+            "actions": np.asarray(actions, np.float32),
+            "server_timing": {"infer_ms": (time.perf_counter() - t0) * 1e3},
+        }
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
@@ -174,7 +206,9 @@ class PolicyServer:
             obs, fut, queued_at = await self._queue.get()
             try:
                 reply = await loop.run_in_executor(self._worker, self.infer, obs)
-                reply["server_timing"]["queue_ms"] = (time.perf_counter() - queued_at) * 1e3 - reply["server_timing"]["infer_ms"]
+                reply["server_timing"]["queue_ms"] = (time.perf_counter() - queued_at) * 1e3 - reply[
+                    "server_timing"
+                ]["infer_ms"]
                 self.served += 1
                 if not fut.done():
                     fut.set_result(reply)
@@ -204,7 +238,9 @@ class PolicyServer:
                 try:
                     self._queue.put_nowait((obs, fut, time.perf_counter()))
                 except asyncio.QueueFull:
-                    raise ObservationError(f"server busy: {self.queue_bound} requests already queued; retry later") from None
+                    raise ObservationError(
+                        f"server busy: {self.queue_bound} requests already queued; retry later"
+                    ) from None
                 await ws.send(pack(await fut))
             except Exception as exc:  # noqa: BLE001 - reply with the error, keep the connection
                 log.info("request failed: %s", exc)
