@@ -171,3 +171,28 @@ def test_native_greedy_tokens_and_actions_equal_pytorch(ported, ckpts):
             np.testing.assert_allclose(actions, ref, rtol=2.5e-7, atol=1e-7, err_msg=f"seed {seed}: un-normalised actions")
             distinct.add(tuple(want.tolist()))
     assert len(distinct) >= 5, f"only {len(distinct)} distinct token sequences over {N_SEEDS} seeds: the check is too weak"
+
+
+def test_unnorm_key_picks_a_dataset_of_several(ckpts, tmp_path):
+    from omnimodel.archs.openvla.policy import load_policy
+    from omnimodel.errors import ConfigError
+
+    ckpt = tmp_path / "two"
+    shutil.copytree(ckpts["openvla"], ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (only,) = cfg["norm_stats"].values()
+    other = json.loads(json.dumps(only))
+    other["action"]["q99"] = [v + 1.0 for v in other["action"]["q99"]]
+    cfg["norm_stats"] = {"bridge_orig": only, "fractal20220817_data": other}
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="norm_stats hold 2 datasets .* pass unnorm_key"):
+        load_policy(ckpt)
+    with pytest.raises(ConfigError, match="unnorm_key 'libero' not in config.json norm_stats"):
+        load_policy(ckpt, unnorm_key="libero")
+    a = load_policy(ckpt, unnorm_key="bridge_orig")
+    b = load_policy(ckpt, unnorm_key="fractal20220817_data")
+    img = np.full((224, 224, 3), 128, np.uint8)
+    da = a.predict_action(img, "pick up the cup")
+    db = b.predict_action(img, "pick up the cup")
+    mask = np.asarray(only["action"]["mask"], bool)
+    assert np.all(db[mask] > da[mask]) and np.array_equal(db[~mask], da[~mask])

@@ -28,7 +28,7 @@ _OFT_ONLY_MODULES = ("proprio_projector", "action_head")
 
 
 def _shared(module_or_key: str) -> bool:
-    return not module_or_key.split(".", 1)[0] in _OFT_ONLY_MODULES
+    return module_or_key.split(".", 1)[0] not in _OFT_ONLY_MODULES
 
 
 def module_prefix(module: str) -> str | None:

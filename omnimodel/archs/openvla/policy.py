@@ -102,5 +102,11 @@ def load_policy(ckpt: str | Path, unnorm_key: str | None = None, dtype: torch.dt
     all_stats = read_norm_stats(ckpt)
     if not all_stats:
         raise ConfigError(f"{ckpt / 'config.json'}: norm_stats empty; actions cannot be un-normalised without them")
+    if unnorm_key is None and len(all_stats) != 1:
+        raise ConfigError(
+            f"{ckpt / 'config.json'}: norm_stats hold {len(all_stats)} datasets ({', '.join(all_stats)}); pass unnorm_key"
+        )
+    if unnorm_key is not None and unnorm_key not in all_stats and f"{unnorm_key}_no_noops" not in all_stats:
+        raise ConfigError(f"unnorm_key {unnorm_key!r} not in config.json norm_stats (has {', '.join(all_stats)})")
     _, stats = preprocess.select_stats(all_stats, unnorm_key)
     return TorchPolicy(model, load_tokenizer(ckpt), stats, center_crop)
