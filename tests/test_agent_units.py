@@ -29,17 +29,17 @@ def test_unknown_keys_of_a_known_role_keep_their_name_under_the_prefix():
 
 
 def test_slots_cover_roles_and_read_signatures_from_skills():
-    assert slot_for("proprio_projector").skill == "proprio_projector"
+    assert slot_for("proprio_projector", "openvla-oft").skill == "proprio_projector"
     assert slot_for("language_model.model.layers.7").gguf_prefix("language_model.model.layers.7") == "blk.7."
     assert slot_for("vision_backbone.fused_featurizer.blocks.2").skill == "siglip_block"
     assert slot_for("language_model.model.embed_tokens") is None
-    sig = signature(skills_dir(), slot_for("proprio_projector"))
+    sig = signature(skills_dir(), slot_for("proprio_projector", "openvla-oft"))
     assert (
         sig
         == "static ggml_tensor * build_proprio_projector(ggml_context * ctx, ggml_tensor * p, const proprio_weights & W)"
     )
     assert function_name(sig) == "build_proprio_projector"
-    text = stub(slot_for("proprio_projector"), sig, "proprio_projector")
+    text = stub(slot_for("proprio_projector", "openvla-oft"), sig, "proprio_projector")
     assert sig in text and "OMNI_ERR_UNKNOWN_MODULE" in text
 
 

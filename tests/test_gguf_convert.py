@@ -81,14 +81,17 @@ def test_explicit_transforms_override_defaults(source, tmp_path):
 
 
 def test_metadata_holds_config_stats_and_hyperparameters(files, source):
+    from omnimodel.archs.openvla_oft.names import ARCH, key
+    from omnimodel.ggufio.constants import Keys, arch_key
+
     meta = summarize(files["q8_0"].path).metadata
-    assert meta[names.KEY_ARCH] == names.ARCH
-    assert meta[names.KEY_QUANT_METHOD] == "q8_0"
-    assert json.loads(meta[names.KEY_NORM_STATS_JSON]) == json.loads(json.dumps(source.stats))
-    assert "language_model" in meta[names.KEY_CONFIG_JSON] or "hidden" in meta[names.KEY_CONFIG_JSON]
-    assert meta[names.arch_key("llm.block_count")] == source.config.layers
-    assert meta[names.arch_key("llm.attention.head_count")] == source.config.heads
-    assert meta[names.arch_key("config.dino.width")] == source.config.dino.width
+    assert meta[Keys.General.ARCHITECTURE] == ARCH
+    assert meta[Keys.Omnimodel.QUANT_METHOD] == "q8_0"
+    assert json.loads(meta[Keys.Omnimodel.DATASET_STATISTICS_JSON]) == json.loads(json.dumps(source.stats))
+    assert json.loads(meta[Keys.Omnimodel.CONFIG_JSON])["omnimodel_towers"][0]["width"] == source.config.dino.width
+    assert meta[arch_key(ARCH, key("LLM_BLOCK_COUNT"))] == source.config.layers
+    assert meta[arch_key(ARCH, key("LLM_HEAD_COUNT"))] == source.config.heads
+    assert not [k for k in meta if ".attention." in k or ".config." in k]  # each value once, under the key the C++ reads
 
 
 def test_quantized_tensors_decode_close_to_the_weights(files, source):

@@ -65,10 +65,10 @@ def choose_skills(
     return chosen
 
 
-def _slot_entry(skill: Skill) -> dict:
+def _slot_entry(skill: Skill, arch) -> dict:
     from omnimodel.codegen.slots import slot_by_skill
 
-    header = slot_by_skill(skill.name).header
+    header = slot_by_skill(skill.name, arch).header
     return {"name": f"llm:{skill.name}", "version": "-", "provenance": f"written by the agent in cpp/{header}",
             "code": f'#include "{header}"\n'}
 
@@ -104,7 +104,7 @@ def render_sources(
     entries = []
     for s in skills:
         if s.name in slots:
-            entries.append(_slot_entry(s))
+            entries.append(_slot_entry(s, arch))
         else:
             entries.append({"name": s.name, "version": s.version, "provenance": s.provenance, "code": _render_skill(s)[1]})
     ctx = {"model_name": model_name or arch.name, "arch": arch.name, "skills": weights + entries}
@@ -138,6 +138,7 @@ def render_project(
     from omnimodel.codegen.slots import MODULES_DIR, signature, slot_by_skill, stub
 
     slots = dict(slots or {})
+    arch = _arch(arch)
     sources = render_sources(skills, arch, model_name, slots, skills_root)
     final = Path(run_dir) / "cpp"
     with atomic_dir(final) as tmp:
@@ -149,7 +150,7 @@ def render_project(
             if (final / MODULES_DIR).is_dir():
                 shutil.copytree(final / MODULES_DIR, tmp / MODULES_DIR)
             for skill_name, module in slots.items():
-                slot = slot_by_skill(skill_name)
+                slot = slot_by_skill(skill_name, arch)
                 target = tmp / slot.header
                 if not target.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
