@@ -38,10 +38,21 @@ class Slot:
 
 
 def slots(arch=None) -> tuple[Slot, ...]:
-    """The roles of an arch's graph (Arch.slots); without one, the first registered arch's."""
-    from omnimodel.ggufio.names import arch_for
+    """The roles of an arch's graph (Arch.slots); without one, every registered arch's (first wins per pattern)."""
+    if arch is not None:
+        from omnimodel.ggufio.names import arch_for
 
-    return tuple(arch_for(arch).slots())
+        return tuple(arch_for(arch).slots())
+    from omnimodel import archs
+
+    out: list[Slot] = []
+    for a in archs.registry().values():
+        try:
+            table = a.slots()
+        except Exception:  # an arch without slots has no agent-written roles
+            continue
+        out += [s for s in table if all(s.pattern != o.pattern and s.skill != o.skill for o in out)]
+    return tuple(out)
 
 
 def slot_for(module: str, arch=None) -> Slot | None:

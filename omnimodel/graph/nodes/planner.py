@@ -98,7 +98,7 @@ def assign_slots(plan: Plan, analysis: dict) -> list[dict]:
     cached = {r["name"]: r.get("cached", False) for r in analysis["modules"]}
     unslotted = []
     for entry in plan.needs_llm:
-        slot = slot_for(entry["name"])
+        slot = slot_for(entry["name"], plan.arch)
         if slot is None:
             unslotted.append(entry)
             continue
