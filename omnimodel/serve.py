@@ -42,15 +42,6 @@ class ObservationKeys:
     prompt: str = "prompt"
 
 
-# One row per arch (general.architecture of the run's GGUF / plan.json "arch").
-OBSERVATION_KEYS: dict[str, ObservationKeys] = {
-    "openvla-oft": ObservationKeys(
-        images=("observation/image", "observation/wrist_image"), state="observation/state"
-    ),
-    "openvla": ObservationKeys(images=("observation/image",), state=None),
-}
-
-
 class ObservationError(OmniError):
     """An observation lacks a key or holds the wrong dtype or shape."""
 
@@ -106,12 +97,11 @@ def run_arch(run_dir: Path) -> str:
 
 
 def keys_for(arch: str) -> ObservationKeys:
-    """The observation keys of an arch (one row of OBSERVATION_KEYS)."""
-    if arch not in OBSERVATION_KEYS:
-        raise ConfigError(
-            f"no openpi observation keys for arch {arch!r}; add a row to omnimodel.serve.OBSERVATION_KEYS"
-        )
-    return OBSERVATION_KEYS[arch]
+    """The observation keys of an arch (its Arch.observation_keys(), general.architecture / plan.json "arch")."""
+    from omnimodel import archs
+
+    keys = archs.get(arch).observation_keys()
+    return ObservationKeys(images=tuple(keys["images"]), state=keys.get("state"), prompt=keys.get("prompt", "prompt"))
 
 
 def read_observation(
@@ -169,7 +159,7 @@ class PolicyServer:
         ):
             raise ConfigError(
                 f"arch {arch}: the library takes {policy.n_images} images and {policy.proprio_dim} state values, "
-                f"but OBSERVATION_KEYS names {len(self.keys.images)} images and state={self.keys.state}; fix the table"
+                f"but the arch's observation_keys() name {len(self.keys.images)} images and state={self.keys.state}; fix the table"
             )
         self.model = model
         self.queue_bound = queue_bound

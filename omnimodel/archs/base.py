@@ -129,6 +129,10 @@ class Arch(ABC):
         """The module holding this arch's behaviour-cloning recipe (TrainConfig, train, evaluate), or None."""
         return None
 
+    def observation_keys(self) -> dict[str, Any]:
+        """openpi observation keys (LIBERO example) the policy server reads: {"images": (camera order...), "state": key or None}."""
+        raise self._missing("observation_keys")
+
     def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
         """(Re)write test_vector.gguf of the skills this arch's graph calls, from a micro instance; the paths."""
         return []
@@ -154,3 +158,79 @@ class Arch(ABC):
 
     def __repr__(self) -> str:
         return f"<arch {self.name}>"
+
+
+class PackageArch(Arch):
+    """An arch whose package follows the usual layout; the seam's answers delegate to its modules.
+
+    `model.py` (PRESETS), `checkpoint.py` (read_config, load_model, read_state_dict,
+    config_to_json), `policy.py` (load_policy), `zoo.py` (make_checkpoint, info), `names.py`
+    (KEYS, TENSORS, gguf_names, module_prefix, component_of, is_quantizable), `metadata.py`
+    (runtime_metadata), `testvectors.py` (write_all). An arch overrides what its package spells
+    otherwise; a module or function it lacks gives the seam's one-line error.
+    """
+
+    def _module(self, sub: str):
+        import importlib
+
+        package = type(self).__module__
+        try:
+            return importlib.import_module(f"{package}.{sub}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{package}.{sub}":
+                raise
+            raise self._missing(sub) from None
+
+    def _call(self, sub: str, fn: str, *args, **kwargs):
+        f = getattr(self._module(sub), fn, None)
+        if f is None:
+            raise self._missing(fn)
+        return f(*args, **kwargs)
+
+    def presets(self) -> tuple[str, ...]:
+        return tuple(self._module("model").PRESETS)
+
+    def read_config(self, ckpt: Path) -> Any:
+        return self._call("checkpoint", "read_config", Path(ckpt))
+
+    def load_model(self, ckpt: Path, dtype: Any = None) -> Any:
+        import torch
+
+        return self._call("checkpoint", "load_model", Path(ckpt), dtype or torch.float32)
+
+    def read_state_dict(self, ckpt: Path) -> Any:
+        return self._call("checkpoint", "read_state_dict", Path(ckpt))
+
+    def config_json(self, cfg: Any) -> dict:
+        return self._call("checkpoint", "config_to_json", cfg)
+
+    def load_policy(self, ckpt: Path, **kwargs) -> Any:
+        return self._call("policy", "load_policy", ckpt, **kwargs)
+
+    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
+        return self._call("zoo", "make_checkpoint", preset, out_dir, seed=seed)
+
+    def model_info(self, target: str) -> Any:
+        return self._call("zoo", "info", target)
+
+    def gguf_names(self, key: str) -> list[str]:
+        return self._call("names", "gguf_names", key)
+
+    def name_table(self) -> tuple[dict[str, str], dict[str, str]]:
+        names = self._module("names")
+        return dict(names.KEYS), dict(names.TENSORS)
+
+    def module_prefix(self, module: str) -> str | None:
+        return self._call("names", "module_prefix", module)
+
+    def component_of(self, gguf_name: str) -> str:
+        return self._call("names", "component_of", gguf_name)
+
+    def is_quantizable(self, gguf_name: str, shape: tuple[int, ...]) -> bool:
+        return self._call("names", "is_quantizable", gguf_name, shape)
+
+    def runtime_metadata(self, cfg: Any, stats: dict | None) -> dict[str, Any]:
+        return self._call("metadata", "runtime_metadata", cfg, stats)
+
+    def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
+        return self._call("testvectors", "write_all", root, seed)

@@ -110,7 +110,8 @@ def render_sources(
     ctx = {"model_name": model_name or arch.name, "arch": arch.name, "skills": weights + entries}
     graph = arch.graph_template()
     try:
-        source = _env(graph.parent).get_template(graph.name).render(**ctx)
+        # loaded from the archs folder, so a graph may include a sibling arch's shared pieces
+        source = _env(graph.parent.parent).get_template(f"{graph.parent.name}/{graph.name}").render(**ctx)
     except jinja2.TemplateError as exc:
         raise ConfigError(f"arch {arch.name}: graph template {graph} does not render ({exc})") from None
     keys, tensors = arch.name_table()

@@ -669,8 +669,8 @@ def save_checkpoint(
 ) -> None:
     """Write the released layout plus train_log.jsonl and TRAINING.md, atomically."""
     from omnimodel.archs.openvla_oft.checkpoint import write_checkpoint
-    from omnimodel.models.tokenizer import build_char_tokenizer, save_tokenizer_files
     from omnimodel.archs.openvla_oft.zoo import SHARD_BYTES
+    from omnimodel.models.tokenizer import build_char_tokenizer, save_tokenizer_files
 
     tok = build_char_tokenizer(model.cfg.text_vocab)
     with atomic_dir(out_dir) as tmp:

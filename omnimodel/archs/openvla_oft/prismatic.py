@@ -1,0 +1,48 @@
+"""What the Prismatic-family archs share (OpenVLA-OFT here, OpenVLA beside it).
+
+Fused DINOv2+SigLIP towers, the GELU projector and a LLaMA-2 trunk, under the same checkpoint
+keys and GGUF names: the plan rules, the converter's RoPE row permutation and the calibration
+hooks are the family's, so each arch class states only what is its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omnimodel.archs.base import PackageArch
+
+_GLUE = frozenset({"FusedVisionBackbone", "VisionTransformer", "LlamaForCausalLM", "LlamaModel", "ModuleList", "ModuleDict"})
+
+
+class PrismaticArch(PackageArch):
+    """Plan rules and LLaMA-trunk conversion of the Prismatic family; `root_class` is the arch's model class."""
+
+    root_class = ""
+    inert_classes = frozenset({"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"})
+    graph_leaves = frozenset({"Embedding"})  # the token table is read with ggml_get_rows
+    unused_classes = frozenset({"AttentionPoolHead"})  # SigLIP's pooling head: in the checkpoint, never run
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.glue_classes = _GLUE | {cls.root_class}
+
+    def default_transforms(self, cfg: Any) -> dict[str, list[str]]:
+        # LLaMA q/k rows get permute_rope, as llama.cpp's converter does; nothing else is transformed.
+        from omnimodel.archs.openvla_oft.names import tensor
+
+        out: dict[str, list[str]] = {}
+        for i in range(int(cfg.layers)):
+            out[tensor("BLK_ATTN_Q_WEIGHT", bid=i)] = ["permute_rope"]
+            out[tensor("BLK_ATTN_K_WEIGHT", bid=i)] = ["permute_rope"]
+        return out
+
+    def rope_heads(self, gguf_name: str, cfg: Any) -> int:
+        return int(cfg.kv_heads) if ".attn_k." in gguf_name else int(cfg.heads)
+
+    def tower_inputs(self) -> dict[str, str]:
+        # the labels are the towers' GGUF prefixes (v, v2) and llm, as the quantizer's targets name them
+        from omnimodel.archs.openvla_oft.names import TOWERS
+
+        out = {tag: f"vision_backbone.{tower}.blocks.0" for tower, tag in TOWERS.items()}
+        out["llm"] = "language_model.model.layers.0"
+        return out
