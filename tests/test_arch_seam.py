@@ -1,7 +1,7 @@
 """The arch seam: nothing outside omnimodel/archs/ names an architecture (issue 16).
 
-The rule as a test: the words openvla / openvla-oft / openvla_oft / oft (case-insensitive, whole
-words, so "soft" and "often" do not count) appear in omnimodel/ and templates/ only under
+The rule as a test: the words openvla / openvla-oft / openvla_oft / oft / pi0 / pi05 / pi0.5 / π0 /
+paligemma (case-insensitive, whole words, so "soft" and "often" do not count) appear in omnimodel/ and templates/ only under
 omnimodel/archs/. The registry itself is pyproject's entry point, outside both trees.
 """
 
@@ -13,7 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("omnimodel", "templates")
 ARCHS = ROOT / "omnimodel" / "archs"
-WORD = re.compile(r"(?<![A-Za-z0-9_])(?:openvla[-_]oft|openvla|oft)(?![A-Za-z0-9_])", re.IGNORECASE)
+WORD = re.compile(
+    r"(?<![A-Za-z0-9_])(?:openvla[-_]oft|openvla|oft|pi0(?:\.5|5)?|π0(?:\.5)?|paligemma)(?![A-Za-z0-9_])", re.IGNORECASE
+)
 
 
 def arch_mentions(root: Path = ROOT) -> list[str]:
@@ -43,6 +45,8 @@ def test_the_word_rule_counts_words_not_substrings():
     assert WORD.search("openvla")
     assert not WORD.search("soft often loft software")
     assert not WORD.search("openvlax")
+    assert WORD.search("the pi05 expert") and WORD.search("π0.5") and WORD.search("PaliGemma's table")
+    assert not WORD.search("pi0x") and not WORD.search("api05")
 
 
 def test_no_arch_name_outside_the_arch_packages():
