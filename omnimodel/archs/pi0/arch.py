@@ -1,0 +1,130 @@
+"""The seam answers shared by π0 and π0.5: one arch class, switched by `pi05` like the model."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from omnimodel.archs.base import PackageArch
+from omnimodel.errors import CheckpointError, ConfigError
+
+SHARED_PACKAGE = "omnimodel.archs.pi0"
+
+
+class PiArch(PackageArch):
+    """π0 (pi05 False) or π0.5 (True): presets, both checkpoint layouts, the PyTorch reference and policy."""
+
+    pi05: bool = False
+
+    def _module(self, sub: str):
+        # the π0.5 package holds only what differs; everything else is the shared package's
+        own = type(self).__module__
+        for package in dict.fromkeys((own, SHARED_PACKAGE)):
+            try:
+                return importlib.import_module(f"{package}.{sub}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{sub}":
+                    raise
+        raise self._missing(sub)
+
+    # ---- presets and checkpoints
+    def presets(self) -> tuple[str, ...]:
+        from omnimodel.archs.pi0.model import PRESETS
+
+        return tuple(n for n, c in PRESETS.items() if c.pi05 == self.pi05)
+
+    def claims(self, ckpt: Path, config_json: dict) -> bool:
+        from omnimodel.archs.pi0 import checkpoint as ck
+
+        kind = ck.layout(config_json)
+        if kind == "lerobot":
+            return ck.LEROBOT_TYPES[config_json["type"]] == self.pi05
+        if kind == "openpi":
+            try:
+                return ck.is_pi05(Path(ckpt), config_json) == self.pi05
+            except CheckpointError:
+                return False
+        return False
+
+    def read_config(self, ckpt: Path) -> Any:
+        from omnimodel.archs.pi0.checkpoint import read_config
+
+        cfg = read_config(Path(ckpt))
+        if cfg.pi05 != self.pi05:
+            other = "pi05" if cfg.pi05 else "pi0"
+            raise CheckpointError(f"{ckpt}: this is a {other} checkpoint, not {self.name}")
+        return cfg
+
+    def load_model(self, ckpt: Path, dtype: Any = None) -> Any:
+        import torch
+
+        from omnimodel.archs.pi0.checkpoint import load_model
+
+        self.read_config(ckpt)
+        return load_model(Path(ckpt), dtype or torch.float32)
+
+    def load_policy(self, ckpt: Path, **kwargs) -> Any:
+        from omnimodel.archs.pi0.policy import load_policy
+
+        self.read_config(ckpt)
+        return load_policy(ckpt, **kwargs)
+
+    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
+        from omnimodel.archs.pi0 import zoo
+
+        if preset not in self.presets():
+            raise ConfigError(
+                f"unknown {self.name} preset {preset!r}: choose one of {', '.join(self.presets())}"
+            )
+        return zoo.make_checkpoint(preset, out_dir, seed=seed)
+
+    def model_info(self, target: str) -> Any:
+        from omnimodel.archs.pi0 import zoo
+
+        return zoo.info(target)
+
+    def owns_config(self, cfg: Any) -> bool:
+        from omnimodel.archs.pi0.model import PiConfig
+
+        return type(cfg) is PiConfig and cfg.pi05 == self.pi05
+
+    def config_json(self, cfg: Any) -> dict:
+        from omnimodel.archs.pi0.checkpoint import config_to_json
+
+        return config_to_json(cfg)
+
+    def build_model(self, cfg: Any) -> Any:
+        from omnimodel.archs.pi0.model import PI0
+
+        return PI0(cfg)
+
+    def read_state_dict(self, ckpt: Path) -> Any:
+        from omnimodel.archs.pi0.checkpoint import read_state_dict
+
+        return read_state_dict(Path(ckpt))
+
+    def read_stats(self, ckpt: Path) -> dict:
+        from omnimodel.archs.pi0.checkpoint import read_stats
+
+        return read_stats(Path(ckpt)).to_dict()
+
+    def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
+        from omnimodel.archs.pi0 import zoo
+
+        if preset not in self.presets():
+            raise ConfigError(
+                f"unknown {self.name} preset {preset!r}: choose one of {', '.join(self.presets())}"
+            )
+        return zoo.build_random_model(preset, seed), zoo.random_stats(seed).to_dict()
+
+    def observation_keys(self) -> dict[str, Any]:
+        return {"images": ("observation/image", "observation/wrist_image"), "state": "observation/state"}
+
+    # ---- graph: the GGUF/C++ side lives in its own modules
+    def graph_skills(self) -> tuple[str, ...]:
+        module = self._module("names")
+        skills = getattr(module, "GRAPH_SKILLS", None)
+        if skills is None:
+            raise self._missing("graph_skills")
+        return tuple(skills)

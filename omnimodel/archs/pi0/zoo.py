@@ -1,0 +1,113 @@
+"""π0 / π0.5 presets as checkpoints: deterministic random weights in LeRobot's layout, parameter counts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from omnimodel.archs.pi0.checkpoint import Stats, read_config, write_checkpoint
+from omnimodel.archs.pi0.model import PI0, PRESETS, AdaRMSNorm, RMSNorm, count_parameters, preset
+from omnimodel.archs.pi0.tokenizer import build_char_tokenizer, save_tokenizer_files
+from omnimodel.atomic import atomic_dir
+from omnimodel.errors import ConfigError
+from omnimodel.models.zoo import ModelInfo
+
+ROBOT_STATE_DIM = 8  # LIBERO: eef pos (3) + axis-angle (3) + gripper qpos (2)
+ROBOT_ACTION_DIM = 7  # LIBERO: 6 EEF deltas + gripper
+TINY = ("pi05-tiny", "pi0-tiny")
+
+
+def init_weights(model: PI0, seed: int = 0) -> None:
+    """Deterministic weights that keep activations O(1): 1/sqrt(fan_in) matrices, small norms and biases.
+
+    Norm weights and adaRMS dense layers are non-zero (upstream zero-inits them) so a test sees
+    the (1 + w) convention and the time conditioning.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    kinds = {name: type(m) for name, m in model.named_modules()}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            owner, _, pname = name.rpartition(".")
+            kind = kinds[owner]
+            parent = kinds.get(owner.rpartition(".")[0])
+            noise = torch.randn(p.shape, generator=gen)
+            if kind is nn.LayerNorm:
+                p.copy_((1.0 if pname == "weight" else 0.0) + 0.05 * noise)
+            elif kind is RMSNorm:
+                p.copy_(0.1 * noise)
+            elif parent is AdaRMSNorm:
+                p.copy_(0.1 * noise / (math.sqrt(p.shape[1]) if p.dim() > 1 else 1.0))
+            elif pname == "bias":
+                p.copy_(0.02 * noise)
+            elif kind is nn.Embedding:
+                p.copy_(noise / math.sqrt(p.shape[1]))
+            else:
+                p.copy_(noise / math.sqrt(p[0].numel()))
+
+
+def build_random_model(name: str, seed: int = 0) -> PI0:
+    """A preset model with deterministic weights (rounded to bfloat16 for the full-size presets, as stored)."""
+    model = PI0(preset(name))
+    init_weights(model, seed)
+    if name not in TINY:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(p.to(torch.bfloat16).float())
+    return model.eval()
+
+
+def random_stats(
+    seed: int = 0, state_dim: int = ROBOT_STATE_DIM, action_dim: int = ROBOT_ACTION_DIM
+) -> Stats:
+    """Plausible LIBERO-sized statistics (mean, std, min, max, q01, q99), deterministic per seed."""
+    rng = np.random.default_rng(seed + 1)
+
+    def block(dim: int) -> dict[str, np.ndarray]:
+        lo, hi = -rng.uniform(0.5, 1.0, dim), rng.uniform(0.5, 1.0, dim)
+        return {
+            "mean": (lo + hi) / 2,
+            "std": (hi - lo) / 4,
+            "min": lo * 1.1,
+            "max": hi * 1.1,
+            "q01": lo,
+            "q99": hi,
+        }
+
+    return Stats(state=block(state_dim), action=block(action_dim), source="random")
+
+
+def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """Write preset `name` with random weights to `out_dir` in LeRobot's layout (atomically)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    out_dir = Path(out_dir)
+    model = build_random_model(name, seed)
+    cfg = model.cfg
+    tok = build_char_tokenizer(cfg.vocab)
+    with atomic_dir(out_dir) as tmp:
+        write_checkpoint(
+            model,
+            tmp,
+            random_stats(seed),
+            lambda d: save_tokenizer_files(tok, d, cfg.max_token_len),
+            torch.float32 if name in TINY else torch.bfloat16,
+        )
+    return out_dir
+
+
+def info(target: str) -> ModelInfo:
+    """Counts per component for a preset name or a checkpoint directory (meta device; no lm_heads)."""
+    path = Path(target)
+    cfg = read_config(path) if path.is_dir() else preset(target)
+    comps = count_parameters(cfg)
+    with torch.device("meta"):
+        model = PI0(cfg)
+    tree = []
+    for mname, mod in model.named_modules():
+        if mname and mname.count(".") <= 3 and not mname.split(".")[-1].isdigit():
+            tree.append((mname, type(mod).__name__, sum(p.numel() for p in mod.parameters())))
+    return ModelInfo(cfg.name, sum(comps.values()), comps, tree)
