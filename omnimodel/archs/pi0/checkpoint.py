@@ -312,10 +312,18 @@ def config_from_json(raw: dict, source: str, pi05: bool | None = None) -> PiConf
                 f"{source}: an openpi config.json does not say π0 or π0.5; read it through the checkpoint directory"
             )
         top = check_section(source, raw, _OPENPI_FIELDS)
+        if "omnimodel_sizes" in raw:
+            vision, llm, expert, vocab = _sizes(source, raw["omnimodel_sizes"])
+        else:
+            vision, vocab = SiglipConfig(), 257_152
+            llm = _variant(source, "paligemma_variant", top["paligemma_variant"])
+            expert = _variant(source, "action_expert_variant", top["action_expert_variant"])
         return PiConfig(
             pi05=pi05,
-            llm=_variant(source, "paligemma_variant", top["paligemma_variant"]),
-            expert=_variant(source, "action_expert_variant", top["action_expert_variant"]),
+            vision=vision,
+            llm=llm,
+            expert=expert,
+            vocab=vocab,
             action_dim=top["action_dim"],
             state_dim=top["action_dim"],
             chunk=top["action_horizon"],
@@ -429,7 +437,8 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> PI0:
         raise CheckpointError(
             f"{ckpt / WEIGHTS}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?"
         )
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    # copies: aligned memory (bit-identical results to a model built in memory), no mmap kept open
+    model.load_state_dict({k: v.to(dtype=dtype, copy=True) for k, v in state.items()}, assign=True)
     return model.eval()
 
 
@@ -748,3 +757,32 @@ def write_checkpoint(
     tensors["model." + EXPERT_LM_HEAD] = torch.zeros(cfg.vocab, cfg.expert.width, dtype=weight_dtype)
     save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})
     tokenizer_writer(out)
+
+
+def write_openpi_checkpoint(
+    model: PI0, out: Path, stats: Stats, asset_id: str = "physical-intelligence/libero", sizes: bool = True
+) -> None:
+    """Write the openpi PyTorch layout into `out`: the converter's config.json, unprefixed keys, assets/.
+
+    With `sizes`, config.json also carries `omnimodel_sizes` (needed for sizes openpi cannot name).
+    """
+    cfg = model.cfg
+    variant_of = {v: k for k, v in VARIANTS.items()}
+    raw = {
+        "action_dim": cfg.action_dim,
+        "action_horizon": cfg.chunk,
+        "paligemma_variant": variant_of.get(cfg.llm, "gemma_2b"),
+        "action_expert_variant": variant_of.get(cfg.expert, "gemma_300m"),
+        "precision": "float32",
+    }
+    extra = config_to_json(cfg).get("omnimodel_sizes")
+    if sizes and extra:
+        raw["omnimodel_sizes"] = extra
+    (out / "config.json").write_text(json.dumps(raw, indent=2))
+    tensors = {k: t.detach().contiguous() for k, t in model.state_dict().items()}
+    tensors[EXPERT_LM_HEAD] = torch.zeros(cfg.vocab, cfg.expert.width)
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})
+    assets = out / "assets" / asset_id
+    assets.mkdir(parents=True)
+    norm = {"norm_stats": {"state": stats.to_dict()["state"], "actions": stats.to_dict()["action"]}}
+    (assets / "norm_stats.json").write_text(json.dumps(norm, indent=2))

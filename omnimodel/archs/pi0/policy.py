@@ -20,7 +20,7 @@ from tokenizers import Tokenizer
 
 from omnimodel.archs.pi0 import checkpoint as ck
 from omnimodel.archs.pi0.model import PI0, PiConfig
-from omnimodel.archs.pi0.tokenizer import discretize_state, load_tokenizer, prompt_text, tokenize_prompt
+from omnimodel.archs.pi0.tokenizer import discretize_state, prompt_text, tokenize_prompt
 from omnimodel.errors import CheckpointError
 
 OPENPI_CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
@@ -261,10 +261,23 @@ class TorchPolicy:
         return actions.astype(np.float32)
 
 
-def load_policy(ckpt: str | Path, dtype: torch.dtype = torch.float32) -> TorchPolicy:
+def read_tokenizer(ckpt: Path, tokenizer: str | Path | None = None) -> Tokenizer:
+    """`tokenizer` (a tokenizer.json path) or the checkpoint's own tokenizer.json."""
+    path = Path(tokenizer) if tokenizer is not None else Path(ckpt) / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: missing; π checkpoints use the PaliGemma tokenizer: copy tokenizer.json of "
+            "google/paligemma-3b-pt-224 there or pass tokenizer=PATH"
+        )
+    return Tokenizer.from_file(str(path))
+
+
+def load_policy(
+    ckpt: str | Path, dtype: torch.dtype = torch.float32, tokenizer: str | Path | None = None
+) -> TorchPolicy:
     """Load a checkpoint directory (openpi or LeRobot layout) as a PyTorch policy."""
     ckpt = Path(ckpt)
     model = ck.load_model(ckpt, dtype)
     stats = ck.read_stats(ckpt)
     spec = read_policy_spec(ckpt, model.cfg, stats)
-    return TorchPolicy(model, load_tokenizer(ckpt), stats, spec)
+    return TorchPolicy(model, read_tokenizer(ckpt, tokenizer), stats, spec)

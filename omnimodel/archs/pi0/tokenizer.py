@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, processors
 
-from omnimodel.models.tokenizer import load_tokenizer  # noqa: F401  (the checkpoint's tokenizer.json)
-
 PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 SPACE = "\u2581"
 SPECIALS = ("<pad>", "<eos>", "<bos>", "<unk>")
