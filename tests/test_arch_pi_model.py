@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import require
 from safetensors.torch import load_file, save_file
 
 from omnimodel import archs
@@ -174,8 +176,9 @@ def test_written_layout_is_lerobots(tiny_ckpts):
     path = tiny_ckpts["pi05-tiny"]
     keys = set(load_file(str(path / "model.safetensors")))
     assert all(k.startswith("model.") for k in keys)
-    assert "model.paligemma_with_expert.paligemma.lm_head.weight" in keys  # the deduplicated tied table
-    assert "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight" not in keys
+    # LeRobot 0.6.1 stores the tied table under both names
+    assert "model.paligemma_with_expert.paligemma.lm_head.weight" in keys
+    assert "model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight" in keys
     assert "model.paligemma_with_expert.gemma_expert.lm_head.weight" in keys  # LeRobot's strict load wants it
     raw = json.loads((path / "config.json").read_text())
     assert raw["type"] == "pi05" and raw["chunk_size"] == 10 and raw["tokenizer_max_length"] == 200
@@ -225,10 +228,17 @@ def test_older_spellings_and_embedding_under_lm_head(tmp_path, tiny_ckpts, tiny_
         k = k.replace("paligemma.model.multi_modal_projector.", "paligemma.multi_modal_projector.")
         renamed[k] = v
     renamed["normalize_inputs.buffer_observation_state.mean"] = torch.zeros(8)  # older buffers are skipped
+    embed = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
+    del renamed[embed]  # the table only under paligemma.lm_head.weight (pitfall 20)
     save_file(renamed, str(path / "model.safetensors"))
     loaded = archs.get("pi0").load_model(path)
     for k, v in tiny_models["pi0-tiny"].state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k
+    renamed[embed] = torch.zeros_like(renamed["paligemma_with_expert.paligemma.lm_head.weight"])
+    save_file(renamed, str(path / "model.safetensors"))  # a stale embed_tokens: lm_head wins, as in LeRobot
+    assert torch.equal(
+        archs.get("pi0").load_model(path).state_dict()[embed], tiny_models["pi0-tiny"].state_dict()[embed]
+    )
 
 
 def test_legacy_stats_buffers(tmp_path, tiny_ckpts):
@@ -244,6 +254,39 @@ def test_legacy_stats_buffers(tmp_path, tiny_ckpts):
     save_file(tensors, str(path / "model.safetensors"))
     stats = archs.get("pi0").read_stats(path)
     assert stats["state"]["mean"] == list(range(8)) and stats["action"]["std"] == [2.0] * 7
+
+
+LEROBOT_TINY = Path(os.environ.get("OMNIMODEL_LEROBOT_TINY", "/work/scratch/lerobot_tiny"))
+
+
+@pytest.mark.parametrize("kind", ["pi05", "pi0"])
+def test_parity_with_lerobot_saved_checkpoint(tmp_path, kind):
+    """LeRobot 0.6.1's own save_pretrained output and its outputs (tests/oracles/lerobot_pi.py make-tiny)."""
+    src = LEROBOT_TINY / kind
+    require((src / "model.safetensors").is_file(), f"LeRobot tiny {kind} checkpoint in {LEROBOT_TINY}")
+    path = tmp_path / kind
+    shutil.copytree(src, path)
+    raw = json.loads((path / "config.json").read_text())
+    # LeRobot's config names only the released variants; the tiny sizes travel beside it
+    raw["omnimodel_sizes"] = ck.config_to_json(PRESETS[f"{kind}-tiny"])["omnimodel_sizes"]
+    (path / "config.json").write_text(json.dumps(raw))
+    model = archs.get(kind).load_model(path)
+    inp = np.load(f"{src}_inputs.npz")
+    ref = np.load(f"{src}_lerobot_out.npz")
+    images, masks = torch.from_numpy(inp["images"]), torch.from_numpy(inp["image_masks"])
+    tokens, tmask = torch.from_numpy(inp["tokens"]), torch.from_numpy(inp["token_mask"])
+    state, noise = torch.from_numpy(inp["state"]), torch.from_numpy(inp["noise"])
+    with torch.no_grad():
+        emb, _, _ = model.embed_prefix(list(images.unbind(1)), list(masks.unbind(1)), tokens, tmask)
+        actions = model.sample_actions(images, masks, tokens, tmask, state, noise)
+    for name, ours, theirs in (
+        ("prefix_embs", emb, ref["prefix_embs"]),
+        ("actions", actions, ref["actions"]),
+    ):
+        err = np.abs(ours.numpy() - theirs).max()
+        assert err < 1e-5, f"{kind} {name} vs LeRobot 0.6.1: max abs err {err:.3g} (threshold 1e-5)"
+    stats = archs.get(kind).read_stats(path)
+    assert len(stats["state"]["q01"]) == 8 and len(stats["action"]["mean"]) == 7
 
 
 # ----------------------------------------------------------------------------- KV cache and the loop
@@ -480,6 +523,7 @@ def test_missing_embedding(tmp_path, tiny_ckpts):
     shutil.copytree(tiny_ckpts["pi0-tiny"], path)
     tensors = load_file(str(path / "model.safetensors"))
     del tensors["model.paligemma_with_expert.paligemma.lm_head.weight"]
+    del tensors["model.paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"]
     save_file(tensors, str(path / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"model\.safetensors: the text embedding is missing"):
         archs.get("pi0").load_model(path)

@@ -610,11 +610,14 @@ def config_to_json(
         "output_features": {"action": _feature("ACTION", [action_dim])},
         "device": "cpu",
         "use_amp": False,
+        "use_peft": False,
         "push_to_hub": False,
         "repo_id": None,
         "private": None,
         "tags": None,
         "license": None,
+        "pretrained_path": None,
+        "pretrained_revision": None,
         "paligemma_variant": variant_of.get(cfg.llm, "gemma_2b"),
         "action_expert_variant": variant_of.get(cfg.expert, "gemma_300m"),
         "dtype": "float32",
@@ -642,6 +645,14 @@ def config_to_json(
         "compile_mode": "max-autotune",
         "freeze_vision_encoder": False,
         "train_expert_only": False,
+        "optimizer_lr": 2.5e-05,
+        "optimizer_betas": [0.9, 0.95],
+        "optimizer_eps": 1e-08,
+        "optimizer_weight_decay": 0.01,
+        "optimizer_grad_clip_norm": 1.0,
+        "scheduler_warmup_steps": 1000,
+        "scheduler_decay_steps": 30000,
+        "scheduler_decay_lr": 2.5e-06,
         "omnimodel_preset": cfg.name,
     }
     if not real:
@@ -696,7 +707,7 @@ def processor_configs(raw_config: dict) -> tuple[dict, dict, int, int]:
     if pi05:
         state_step = {
             "registry_name": "pi05_prepare_state_tokenizer_processor_step",
-            "config": {"max_state_dim": raw_config["max_state_dim"], "task_key": "task"},
+            "config": {},
         }
         steps = [*head, relative, normalizer, state_step, tokenizer, device]
     else:
@@ -748,11 +759,9 @@ def write_checkpoint(
         str(out / pre["steps"][norm_index]["state_file"]),
     )
     save_file(flat({"action": stats.action}), str(out / post["steps"][0]["state_file"]))
-    tensors = {}
-    for key, t in model.state_dict().items():
-        # LeRobot's save deduplicates the tied table to paligemma.lm_head.weight
-        name = LM_HEAD if key == EMBED else key
-        tensors["model." + name] = t.detach().to(weight_dtype).contiguous()
+    tensors = {"model." + k: t.detach().to(weight_dtype).contiguous() for k, t in model.state_dict().items()}
+    # LeRobot 0.6.1 stores the tied table twice (its loader copies lm_head over embed_tokens)
+    tensors["model." + LM_HEAD] = tensors["model." + EMBED].clone()
     # the unused expert LM head, so LeRobot's strict load finds every key it builds
     tensors["model." + EXPERT_LM_HEAD] = torch.zeros(cfg.vocab, cfg.expert.width, dtype=weight_dtype)
     save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})
