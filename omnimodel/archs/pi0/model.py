@@ -451,11 +451,14 @@ def joint_layer(
     sin: torch.Tensor,
     conds: Sequence[torch.Tensor | None],
     past: LayerKV | None = None,
+    kv_only: bool = False,
 ) -> tuple[list[torch.Tensor | None], LayerKV]:
     """One mixture-of-transformers layer: per-stream norms/projections, one attention over the joint sequence.
 
     `past` (prefix K/V) is prepended to the keys and values and never modified. Returns the new
-    hidden states per stream and this call's own K/V (what a prefix pass caches).
+    hidden states per stream and this call's own K/V (what a prefix pass caches). With `kv_only`
+    only the norms and K/V projections run and the hidden states come back unchanged (the last
+    layer of a prefix pass: nothing after its K/V is ever read).
     """
     qs, ks, vs, gates = [], [], [], []
     for layer, x, cond in zip(layers, hidden, conds, strict=True):
@@ -466,12 +469,16 @@ def joint_layer(
         h, gate = layer.input_layernorm(x, cond)
         gates.append(gate)
         b, s, _ = h.shape
-        qs.append(attn.q_proj(h).view(b, s, attn.heads, attn.head_dim).transpose(1, 2))
+        if not kv_only:
+            qs.append(attn.q_proj(h).view(b, s, attn.heads, attn.head_dim).transpose(1, 2))
         ks.append(attn.k_proj(h).view(b, s, attn.kv_heads, attn.head_dim).transpose(1, 2))
         vs.append(attn.v_proj(h).view(b, s, attn.kv_heads, attn.head_dim).transpose(1, 2))
-    q, k, v = torch.cat(qs, dim=2), torch.cat(ks, dim=2), torch.cat(vs, dim=2)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    k, v = torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+    k = apply_rope(k, cos, sin)
     own = LayerKV(k, v)
+    if kv_only:
+        return list(hidden), own
+    q = apply_rope(torch.cat(qs, dim=2), cos, sin)
     if past is not None:
         k, v = torch.cat([past.k, k], dim=2), torch.cat([past.v, v], dim=2)
     head_dim = q.shape[-1]
@@ -600,16 +607,21 @@ class PI0(nn.Module):
         """Both stacks layer by layer over [prefix, suffix] (either may be None); final norms applied.
 
         mask (B, S_query, S_past + S_query) bool; positions (B, S_query). Returns the normed outputs
-        and each layer's own K/V.
+        and each layer's own K/V. A prefix-only pass yields K/V alone: the last layer stops after its
+        K/V and the LLM's final norm is skipped (openpi computes and discards them, spec §3), so
+        the prefix output is None.
         """
         cos, sin = rope_cos_sin(positions, self.cfg.llm.head_dim, self.cfg.rope_theta)
         hidden = [prefix, suffix]
         conds = [None, cond]
         kvs = []
+        prefix_only = suffix is None
+        last = len(self.llm.layers) - 1
         for i, (a, b) in enumerate(zip(self.llm.layers, self.expert.layers, strict=True)):
-            hidden, kv = joint_layer((a, b), hidden, mask, cos, sin, conds, None if past is None else past[i])
+            past_i = None if past is None else past[i]
+            hidden, kv = joint_layer((a, b), hidden, mask, cos, sin, conds, past_i, prefix_only and i == last)
             kvs.append(kv)
-        out_prefix = None if hidden[0] is None else self.llm.norm(hidden[0])[0]
+        out_prefix = None if hidden[0] is None or prefix_only else self.llm.norm(hidden[0])[0]
         out_suffix = None if hidden[1] is None else self.expert.norm(hidden[1], cond)[0]
         return out_prefix, out_suffix, kvs
 

@@ -236,6 +236,12 @@ class TorchPolicy:
         )
         return out[0].float().cpu().numpy()
 
+    def analysis_sample(self, seed: int, instruction: str):
+        """The analyzer's run (archs/pi0/sample.py): every camera, the native policy's first noise draw."""
+        from omnimodel.archs.pi0.sample import analysis_sample
+
+        return analysis_sample(self, seed, instruction)
+
     def predict_action(
         self,
         images: list[np.ndarray],
@@ -273,9 +279,15 @@ def read_tokenizer(ckpt: Path, tokenizer: str | Path | None = None) -> Tokenizer
 
 
 def load_policy(
-    ckpt: str | Path, dtype: torch.dtype = torch.float32, tokenizer: str | Path | None = None
+    ckpt: str | Path,
+    dtype: torch.dtype = torch.float32,
+    tokenizer: str | Path | None = None,
+    unnorm_key: str | None = None,
 ) -> TorchPolicy:
-    """Load a checkpoint directory (openpi or LeRobot layout) as a PyTorch policy."""
+    """Load a checkpoint directory (openpi or LeRobot layout) as a PyTorch policy.
+
+    `unnorm_key` is accepted for the seam's sake and ignored: a π checkpoint carries one dataset's statistics.
+    """
     ckpt = Path(ckpt)
     model = ck.load_model(ckpt, dtype)
     stats = ck.read_stats(ckpt)
