@@ -533,3 +533,45 @@ def test_wrong_preset_for_arch(tmp_path):
     with pytest.raises(ConfigError, match="unknown pi0 preset"):
         archs.get("pi0").make_checkpoint("pi05-tiny", tmp_path / "x")
     assert archs.get("pi05").observation_keys()["state"] == "observation/state"
+
+
+def test_prefix_pass_runs_no_dead_module(tiny_models):
+    """The last PaliGemma layer's q/o/MLP/post-norm and the LLM final norm never feed an action: not run."""
+    model = tiny_models["pi0-tiny"]
+    images, masks, tokens, tmask, _, _ = _inputs(model.cfg)
+    ran = set()
+    hooks = [
+        m.register_forward_hook(lambda mod, a, o, n=n: ran.add(n)) for n, m in model.named_modules() if n
+    ]
+    try:
+        with torch.no_grad():
+            model.prefix_pass(images, masks, tokens, tmask)
+    finally:
+        for h in hooks:
+            h.remove()
+    last = "paligemma_with_expert.paligemma.model.language_model.layers.2."
+    assert {last + "input_layernorm", last + "self_attn.k_proj", last + "self_attn.v_proj"} <= ran
+    dead = {
+        last + "self_attn.q_proj",
+        last + "self_attn.o_proj",
+        last + "mlp",
+        last + "post_attention_layernorm",
+    }
+    assert not dead & ran and "paligemma_with_expert.paligemma.model.language_model.norm" not in ran
+    assert "paligemma_with_expert.paligemma.model.language_model.layers.1.mlp" in ran
+
+
+def test_bfloat16_model_runs(tiny_models):
+    """load_model(dtype=bf16): every tensor bf16, the velocity within 3% of fp32 (the bf16 parity floor is ~1%)."""
+    model = tiny_models["pi05-tiny"]
+    images, masks, tokens, tmask, _, noise = _inputs(model.cfg)
+    t = torch.full((1,), 0.5)
+    low = zoo.build_random_model("pi05-tiny").to(torch.bfloat16)
+    with torch.no_grad():
+        v = model.denoise_step(model.prefix_pass(images, masks, tokens, tmask), None, noise, t)
+        cache = low.prefix_pass([i.bfloat16() for i in images], masks, tokens, tmask)
+        vb = low.denoise_step(cache, None, noise, t)
+    rel = ((vb - v).norm() / v.norm()).item()
+    assert vb.dtype == torch.float32 and rel < 0.03, (
+        f"bf16 vs fp32 velocity: relative error {rel:.3g} (threshold 0.03)"
+    )

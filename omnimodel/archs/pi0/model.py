@@ -292,7 +292,7 @@ class AdaRMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if cond is None:
             raise ValueError("AdaRMSNorm needs the time condition (adarms_cond)")
-        mod = self.dense(cond)
+        mod = self.dense(cond.to(self.dense.weight.dtype))
         if x.dim() == 3:
             mod = mod[:, None, :]
         scale, shift, gate = mod.chunk(3, dim=-1)
@@ -578,8 +578,8 @@ class PI0(nn.Module):
         self, state: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Suffix embeddings, validity, ar mask (π0 [1, 1, 0...], π0.5 [1, 0...]) and the adaRMS condition."""
-        temb = self.time_embedding(t)
-        action = self.action_in_proj(x_t)
+        temb = self.time_embedding(t).to(self.action_in_proj.weight.dtype)
+        action = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))
         b, h = action.shape[:2]
         if self.cfg.pi05:
             cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(temb))))
@@ -593,6 +593,10 @@ class PI0(nn.Module):
         pad = torch.ones(b, emb.shape[1], dtype=torch.bool, device=emb.device)
         ar_mask = torch.tensor(ar, dtype=torch.bool, device=emb.device)[None].expand(b, -1)
         return emb, pad, ar_mask, cond
+
+    def action_out(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Velocity from the expert's normed action tokens; fp32 out (openpi runs this projection in fp32)."""
+        return self.action_out_proj(hidden.float().to(self.action_out_proj.weight.dtype)).float()
 
     # ---- transformer passes
     def run_layers(
@@ -612,7 +616,11 @@ class PI0(nn.Module):
         the prefix output is None.
         """
         cos, sin = rope_cos_sin(positions, self.cfg.llm.head_dim, self.cfg.rope_theta)
-        hidden = [prefix, suffix]
+        # each stream enters in its own stack's weight dtype (openpi casts the embeddings the same way)
+        hidden = [
+            None if prefix is None else prefix.to(self.llm.layers[0].self_attn.q_proj.weight.dtype),
+            None if suffix is None else suffix.to(self.expert.layers[0].self_attn.q_proj.weight.dtype),
+        ]
         conds = [None, cond]
         kvs = []
         prefix_only = suffix is None
@@ -649,7 +657,7 @@ class PI0(nn.Module):
         mask = torch.cat([to_prefix, make_attn_mask(pad, ar)], dim=2)
         positions = cache.pad_mask.long().sum(dim=1, keepdim=True) + torch.cumsum(pad.long(), dim=1) - 1
         _, out, _ = self.run_layers(None, emb, mask, positions, cond, past=cache.kv)
-        return self.action_out_proj(out[:, -self.cfg.chunk :].float())
+        return self.action_out(out[:, -self.cfg.chunk :])
 
     def joint_velocity(
         self,
@@ -668,7 +676,7 @@ class PI0(nn.Module):
         mask = make_attn_mask(pad, torch.cat([par, sar], dim=1))
         positions = torch.cumsum(pad.long(), dim=1) - 1
         _, out, _ = self.run_layers(pemb, semb, mask, positions, cond)
-        return self.action_out_proj(out[:, -self.cfg.chunk :].float())
+        return self.action_out(out[:, -self.cfg.chunk :])
 
     @torch.no_grad()
     def sample_actions(
