@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -219,13 +222,31 @@ def _side_file(ckpt: Path, component: str) -> Path:
     return _confined(ckpt, hits[0].name, ckpt)
 
 
+def _unpickler_reason(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names what was refused, without its advice to disable the check."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(boilerplate)]
+    return lines[0] if lines else "not a plain tensor file"
+
+
 def _load_side_state(path: Path) -> dict[str, torch.Tensor]:
+    """A side file's tensors through torch's weights-only unpickler (mmap for the zip format, in memory for the legacy one)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr; the errors below say it all
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as exc:  # a global or an opcode was refused: possibly a hostile file
+        raise CheckpointError(
+            f"{path}: refused by torch's weights-only loader ({_unpickler_reason(exc)}): not a plain tensor file, "
+            "possibly hostile; never load it with weights_only=False, re-download it from a source you trust"
+        ) from None
     except Exception as exc:  # torch raises several types for a truncated zip
         raise CheckpointError(
             f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]}); re-download it"
         ) from None
+    named = isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    if not named:
+        raise CheckpointError(f"{path}: not a state dict of named tensors; re-download it")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
