@@ -1,8 +1,8 @@
 """`omnimodel export`: a run's native policy as a folder a robot uses without Python.
 
 Layout: lib/ (libomnimodel_policy.so and the GGML libraries it links, RUNPATH $ORIGIN), include/,
-bin/policy_cli (RUNPATH $ORIGIN/../lib), model.gguf, example/ (step.c, prompt_tokens.h, Makefile),
-README.md.
+bin/policy_cli (RUNPATH $ORIGIN/../lib), model.gguf, example/ (step.c, Makefile), README.md. The
+prompt is tokenised inside the library (llama.cpp's vocabulary code, linked in statically).
 """
 
 from __future__ import annotations
@@ -118,26 +118,14 @@ def _ggml_libs(lib: Path) -> tuple[list[Path], list[str]]:
     return list(found.values()), sorted(system)
 
 
-def _prompt_header(run_dir: Path) -> str:
-    from omnimodel import runtime
-    from omnimodel.models.tokenizer import build_prompt_ids
-
-    ids = build_prompt_ids(runtime._tokenizer_for(run_dir, None), EXAMPLE_INSTRUCTION)
-    return (
-        f'/* Token ids of the prompt for "{EXAMPLE_INSTRUCTION}" (the checkpoint\'s tokenizer, BOS first). */\n'
-        f"static const int32_t PROMPT_TOKENS[] = {{{', '.join(map(str, ids))}}};\n"
-        f'static const char * PROMPT_TEXT = "{EXAMPLE_INSTRUCTION}";\n'
-    )
-
-
-STEP_C = r"""/* step.c: load the policy, run one omni_predict on synthetic inputs, print the actions as JSON. */
+STEP_C = r"""/* step.c: load the policy, run one omni_predict_text on synthetic images and state, print the actions as JSON. */
 #include <stdio.h>
 #include <stdlib.h>
 #include "omnimodel_policy.h"
-#include "prompt_tokens.h"
 
 int main(int argc, char ** argv) {
     const char * model = argc > 1 ? argv[1] : "../model.gguf";
+    const char * instruction = argc > 2 ? argv[2] : "%(instruction)s";
     omni_params params = omni_default_params();
     omni_policy * policy = omni_load(model, &params);
     if (!policy) { fprintf(stderr, "omni_load: %s\n", omni_last_error()); return 1; }
@@ -148,10 +136,15 @@ int main(int argc, char ** argv) {
     float * actions = malloc(sizeof(float) * chunk * dim);
     for (long i = 0; i < (long) n * s * s * 3; i++) images[i] = (uint8_t) ((i * 7 + i / 3) % 256);
     for (int k = 0; k < np_; k++) state[k] = 0.1f * k - 0.3f;
-    int rc = omni_predict(policy, images, n, state, np_, PROMPT_TOKENS,
-                          (int) (sizeof(PROMPT_TOKENS) / sizeof(PROMPT_TOKENS[0])), actions);
-    if (rc != 0) { fprintf(stderr, "omni_predict: %s\n", omni_last_error()); return 1; }
-    printf("{\"instruction\": \"%s\", \"actions\": [", PROMPT_TEXT);
+    /* the library builds the arch's prompt and tokenises it (llama.cpp's vocabulary, from model.gguf) */
+    int rc = omni_predict_text(policy, images, n, state, np_, instruction, actions);
+    if (rc != 0) { fprintf(stderr, "omni_predict_text: %s\n", omni_last_error()); return 1; }
+    printf("{\"instruction\": \"");
+    for (const char * c = instruction; *c; c++) {
+        if (*c == '"' || *c == '\\') putchar('\\');
+        if ((unsigned char) *c >= 0x20) putchar(*c);
+    }
+    printf("\", \"actions\": [");
     for (int t = 0; t < chunk; t++) {
         printf("%s[", t ? ", " : "");
         for (int d = 0; d < dim; d++) printf("%s%.9g", d ? ", " : "", actions[t * dim + d]);
@@ -165,7 +158,7 @@ int main(int argc, char ** argv) {
 """
 
 MAKEFILE = """CC ?= cc
-step: step.c prompt_tokens.h
+step: step.c
 \t$(CC) -O2 -o step step.c -I../include -L../lib -lomnimodel_policy -Wl,-rpath-link,../lib -Wl,-rpath,'$$ORIGIN/../lib'
 """
 
@@ -179,14 +172,14 @@ No Python is needed to run it. Layout:
 - `include/omnimodel_policy.h` — the C API
 - `bin/policy_cli` — `bin/policy_cli run model.gguf ...` (RUNPATH `$ORIGIN/../lib`)
 - `model.gguf` — weights and metadata
-- `example/step.c` — loads the model, runs one `omni_predict` on synthetic inputs, prints the actions
+- `example/step.c` — loads the model, runs one `omni_predict_text` (an instruction, synthetic images and state), prints the actions
 
 System libraries the build expects on the robot: {", ".join(system)}.
 
 ## The C example
 
 ```sh
-cd example && make && ./step ../model.gguf
+cd example && make && ./step ../model.gguf "put the bowl on the plate"
 ```
 
 or by hand: `cc -O2 -o step step.c -I../include -L../lib -lomnimodel_policy -Wl,-rpath-link,../lib -Wl,-rpath,'$ORIGIN/../lib'`.
@@ -195,11 +188,15 @@ Moved elsewhere without the rpath, run with `LD_LIBRARY_PATH=/path/to/export/lib
 ```c
 omni_params params = omni_default_params();
 omni_policy * policy = omni_load("model.gguf", &params);
-/* images: n x S x S x 3 uint8 (omni_n_images, omni_image_size), state: omni_proprio_dim floats,
-   token ids: the prompt tokenised as example/prompt_tokens.h shows */
-omni_predict(policy, images, n, state, n_state, tokens, n_tokens, actions /* chunk x dim */);
+/* images: n x S x S x 3 uint8 (omni_n_images, omni_image_size), state: omni_proprio_dim floats;
+   the instruction is put into the model's prompt and tokenised inside the library */
+omni_predict_text(policy, images, n, state, n_state, "put the bowl on the plate", actions /* chunk x dim */);
 omni_free(policy);
 ```
+
+`bin/policy_cli run model.gguf --image a.png --image b.png --state 0.1,0.2,... --instruction "..."`
+decodes the images (PNG, JPEG, PPM; omni_image_size square, RGB) and prints the action chunk as JSON.
+`omni_predict` (token ids) stays for callers that tokenise themselves.
 """
 
 
@@ -228,8 +225,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> Path:
         header = REPO_ROOT / "templates" / "cpp" / "omnimodel_policy.h"
     shutil.copyfile(header, out / "include" / "omnimodel_policy.h")
     shutil.copyfile(run_dir / "model.gguf", out / "model.gguf")
-    (out / "example" / "step.c").write_text(STEP_C)
-    (out / "example" / "prompt_tokens.h").write_text(_prompt_header(run_dir))
+    (out / "example" / "step.c").write_text(STEP_C.replace("%(instruction)s", EXAMPLE_INSTRUCTION))
     (out / "example" / "Makefile").write_text(MAKEFILE)
     (out / "README.md").write_text(_readme(run_dir, system))
     return out

@@ -70,6 +70,9 @@ def _bind(path: Path) -> ctypes.CDLL:
         _F32P, ctypes.c_int64, ctypes.c_int64 * 4, ctypes.POINTER(ctypes.c_int),
     ]
     lib.omni_has_module.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    if hasattr(lib, "omni_predict_text"):  # libraries generated before the tokenizer moved into C++ lack it
+        lib.omni_predict_text.argtypes = [ctypes.c_void_p, _U8P, ctypes.c_int, _F32P, ctypes.c_int, ctypes.c_char_p, _F32P]
+        lib.omni_prompt_tokens.argtypes = [ctypes.c_void_p, ctypes.c_char_p, _I32P, ctypes.c_int]
     return lib
 
 
@@ -158,8 +161,42 @@ class NativePolicy:
         return out
 
     def predict_action(self, images: list[np.ndarray], proprio: np.ndarray, instruction: str) -> np.ndarray:
-        """(chunk, action_dim) un-normalised actions, as TorchPolicy.predict_action."""
+        """(chunk, action_dim) un-normalised actions, as TorchPolicy.predict_action.
+
+        Tokenised here with the checkpoint's tokenizer when there is one, else inside the library.
+        """
+        if self.tokenizer is None:
+            return self.predict_text(images, proprio, instruction)
         return self.predict_ids(images, proprio, self.prompt_ids(instruction))
+
+    def _text_api(self) -> ctypes.CDLL:
+        if not hasattr(self._lib, "omni_predict_text"):
+            raise NativeError("this native library predates omni_predict_text; rebuild the run's cpp/ project")
+        return self._lib
+
+    def native_prompt_ids(self, instruction: str) -> np.ndarray:
+        """The token ids the library itself builds for `instruction` (llama.cpp's vocabulary from the GGUF)."""
+        lib, text = self._text_api(), instruction.encode()
+        n = lib.omni_prompt_tokens(self._live(), text, None, 0)
+        self._check(min(n, 0), "omni_prompt_tokens")
+        ids = np.empty(n, np.int32)
+        self._check(min(lib.omni_prompt_tokens(self._live(), text, _ptr(ids, ctypes.c_int32), n), 0), "omni_prompt_tokens")
+        return ids
+
+    def predict_text(self, images: list[np.ndarray], proprio: np.ndarray, instruction: str) -> np.ndarray:
+        """(chunk, action_dim) un-normalised actions, the prompt built and tokenised inside the library."""
+        imgs = np.ascontiguousarray(np.stack([np.asarray(i) for i in images]))
+        s = self.image_size
+        if imgs.dtype != np.uint8 or imgs.shape[1:] != (s, s, 3):
+            raise NativeError(f"images must be {s}x{s}x3 uint8 arrays, got {imgs.dtype} {imgs.shape[1:]}")
+        prop = np.ascontiguousarray(proprio, np.float32).reshape(-1)
+        out = np.empty((self.chunk, self.action_dim), np.float32)
+        rc = self._text_api().omni_predict_text(
+            self._live(), _ptr(imgs, ctypes.c_uint8), len(imgs), _ptr(prop, ctypes.c_float), prop.size,
+            instruction.encode(), _ptr(out, ctypes.c_float),
+        )
+        self._check(rc, "omni_predict_text")
+        return out
 
     def predict_normalized(self, pixel_values: np.ndarray, token_ids: np.ndarray, proprio_norm: np.ndarray) -> np.ndarray:
         """The forward pass alone: processor pixel_values (1, 6n, S, S) -> (chunk, dim) normalised actions."""

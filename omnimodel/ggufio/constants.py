@@ -22,6 +22,10 @@ class Keys:
         QUANT_METHOD = "omnimodel.quant.method"
         CONFIG_JSON = "omnimodel.config_json"  # the arch's whole config, as its config.json spells it
         DATASET_STATISTICS_JSON = "omnimodel.dataset_statistics_json"
+        # The policy prompt the native omni_predict_text builds (the arch's metadata module writes them).
+        PROMPT_TEMPLATE = "omnimodel.prompt.template"  # "{instruction}" marks where the instruction goes
+        PROMPT_LOWERCASE = "omnimodel.prompt.lowercase_instruction"
+        PROMPT_END_TOKEN = "omnimodel.prompt.end_token"  # appended unless the tokens already end with it
 
     class Module:
         """Keys of a skill's test_vector.gguf and a run's reference/<module>.gguf."""

@@ -2,8 +2,9 @@
 
 Tensor names and metadata keys come from the architecture's name table (omnimodel.archs: the
 arch owning the source's config); generic keys from omnimodel.ggufio.constants. Each metadata
-value is written once: the generic keys, the arch's runtime metadata (the keys its graph reads)
-and the config whole as JSON.
+value is written once: the generic keys, the checkpoint's tokenizer under llama.cpp's
+`tokenizer.ggml.*` keys (omnimodel.ggufio.vocab), the arch's runtime metadata (the keys its graph
+reads) and the config whole as JSON.
 
 Transforms are data: `transforms[gguf_name]` lists what is applied before encoding, in order:
 `"transpose"` (2-D transpose) and `"permute_rope"` (llama.cpp's row permutation of q/k for GGML's
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 import torch
 from rich.progress import Progress
 
@@ -49,6 +51,7 @@ class ModelSource:
     stats: dict = field(default_factory=dict)
     name: str = ""  # general.name; the arch's name when empty
     model: torch.nn.Module | None = None
+    tokenizer: dict = field(default_factory=dict)  # tokenizer.ggml.* keys (omnimodel.ggufio.vocab)
 
     @property
     def arch(self):
@@ -71,12 +74,14 @@ class ConvertResult:
 def load_source(src: str | os.PathLike, seed: int = 0) -> ModelSource:
     """A checkpoint directory, or a preset name (random init with `seed`)."""
     from omnimodel import archs
+    from omnimodel.ggufio.vocab import tokenizer_metadata
 
     path = Path(src)
     if path.is_dir():
         arch = archs.for_checkpoint(path)
         cfg = arch.read_config(path)
-        return ModelSource(arch.read_state_dict(path), cfg, arch.read_stats(path), getattr(cfg, "name", "") or path.name)
+        name = getattr(cfg, "name", "") or path.name
+        return ModelSource(arch.read_state_dict(path), cfg, arch.read_stats(path), name, tokenizer=tokenizer_metadata(path))
     known = [p for a in archs.registry().values() for p in a.presets()]
     if str(src) in known:
         model, stats = archs.for_preset(str(src)).random_model(str(src), seed)
@@ -139,6 +144,14 @@ def base_metadata(src: ModelSource, quant_method: str) -> dict[str, Any]:
         Keys.Omnimodel.CONFIG_JSON: json.dumps(arch.config_json(src.config)),
         Keys.Omnimodel.DATASET_STATISTICS_JSON: json.dumps(src.stats),
     }
+
+
+def _tokenizer_rows(tokenizer: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """The tokenizer keys, the token list padded to token_embd's rows (llama.cpp's name) when it is shorter."""
+    from omnimodel.ggufio.vocab import pad_to
+
+    embd = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
+    return pad_to(tokenizer, shapes[embd][0]) if tokenizer and embd in shapes else dict(tokenizer)
 
 
 def _transformed_shape(w: torch.Tensor, steps: list[str]) -> tuple[int, ...]:
@@ -228,6 +241,7 @@ def convert(
             progress.advance(task)
 
     meta = base_metadata(src, q.name)
+    meta.update(_tokenizer_rows(src.tokenizer, shapes))
     one_dataset = src.stats if ("action" in src.stats or len(src.stats) == 1) else None
     meta.update(arch.runtime_metadata(cfg, one_dataset))
     meta.update(metadata or {})

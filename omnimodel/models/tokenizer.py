@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import string
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from omnimodel.errors import CheckpointError
+from omnimodel.ggufio.constants import Keys
 
 SPACE = "\u2581"  # SentencePiece's word-start marker; LLaMA-2 id 29871
 
@@ -66,9 +68,22 @@ def load_tokenizer(ckpt_dir: Path) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
+# The OpenVLA family's prompt; the native library builds it from the GGUF (prompt_metadata).
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+
+
+def prompt_metadata() -> dict[str, Any]:
+    """The GGUF keys that let the native omni_predict_text build the prompt build_prompt_ids builds."""
+    return {
+        Keys.Omnimodel.PROMPT_TEMPLATE: PROMPT_TEMPLATE,
+        Keys.Omnimodel.PROMPT_LOWERCASE: True,
+        Keys.Omnimodel.PROMPT_END_TOKEN: SPACE,
+    }
+
+
 def build_prompt_ids(tok: Tokenizer, instruction: str) -> list[int]:
     """The policy prompt with BOS, ending with the '▁' token as predict_action appends it."""
-    prompt = f"In: What action should the robot take to {instruction.lower()}?\nOut:"
+    prompt = PROMPT_TEMPLATE.format(instruction=instruction.lower())
     ids = tok.encode(prompt).ids
     if not ids or ids[0] != 1:
         ids = [1] + ids

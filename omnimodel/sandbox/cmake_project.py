@@ -54,6 +54,9 @@ def compile_and_run_cmake_project(
 ) -> CMakeRun:
     """Build `src_dir` (mounted read-only) in `build_dir` with find_package(ggml) wired, then run `run`.
 
+    A project whose CMakeLists.txt takes LLAMA_DIR gets the cached libllama build for `ggml_build`
+    (built now if missing) mounted and passed.
+
     `run[0]` is a path relative to `build_dir` (or absolute); the program runs with `build_dir` as
     its working directory. The GGML prefix and `ro_mounts` (inputs such as a GGUF file) are mounted
     read-only at their host paths; they must be readable by the sandbox uid (src_dir is made so).
@@ -62,6 +65,13 @@ def compile_and_run_cmake_project(
     build_dir.mkdir(parents=True, exist_ok=True)
     _open_for_reading(src_dir)
     mounts = {src_dir: str(src_dir), ggml_build.prefix: str(ggml_build.prefix)}
+    configure_args = list(configure_args or [])
+    if _wants_llama(src_dir) and not any(a.startswith("-DLLAMA_DIR=") for a in configure_args):
+        from omnimodel.toolchain.llama import ensure_llama_build
+
+        llama = ensure_llama_build(ggml_build, sandbox)
+        mounts[llama.prefix] = str(llama.prefix)
+        configure_args.append(f"-DLLAMA_DIR={llama.prefix}")
     mounts.update(ro_mounts or {})
     run_env = {"LD_LIBRARY_PATH": str(ggml_build.lib_dir)}
     run_env.update(env or {})
@@ -77,7 +87,7 @@ def compile_and_run_cmake_project(
         "-DCMAKE_BUILD_TYPE=Release",
         f"-Dggml_DIR={ggml_build.cmake_dir}",
         f"-DCMAKE_PREFIX_PATH={ggml_build.prefix}",
-        *(configure_args or []),
+        *configure_args,
     ]
     common = {"memory_mb": memory_mb, "pids": pids, "ro_mounts": mounts, "env": run_env}
     result = CMakeRun(configure=sandbox.run(configure_cmd, build_dir, timeout_s=build_timeout_s, **common))
@@ -92,6 +102,12 @@ def compile_and_run_cmake_project(
     common["memory_mb"] = memory_mb if run_memory_mb is None else run_memory_mb
     result.run = sandbox.run([str(exe), *run[1:]], build_dir, timeout_s=run_timeout_s, **common)
     return result
+
+
+def _wants_llama(src_dir: Path) -> bool:
+    """Whether the project links libllama (its CMakeLists.txt takes LLAMA_DIR, as the generated policy does)."""
+    cml = src_dir / "CMakeLists.txt"
+    return cml.is_file() and "LLAMA_DIR" in cml.read_text()
 
 
 def _open_for_reading(root: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -24,6 +25,18 @@ SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 SDIST_FILENAME = f"llama_cpp_python-{SDIST_VERSION}.tar.gz"
 # Inside the sdist, the ggml tree that CMake needs (CMakeLists.txt, cmake/, include/, src/).
 _GGML_PREFIX = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/ggml/"
+# The llama.cpp tree libllama needs (llama.cpp's CMake with LLAMA_USE_SYSTEM_GGML, no tools).
+_LLAMA_PREFIX = f"llama_cpp_python-{SDIST_VERSION}/vendor/llama.cpp/"
+_LLAMA_PARTS = (
+    "CMakeLists.txt",
+    "LICENSE",
+    "cmake/",
+    "src/",
+    "include/",
+    "vendor/",
+    "licenses/",
+    "ggml/cmake/",
+)
 SOURCE_ENV = "OMNIMODEL_GGML_SOURCE"
 _COMPLETE_MARK = ".omnimodel-source.json"
 
@@ -58,6 +71,43 @@ def ggml_source_dir() -> Path:
         if not (final / _COMPLETE_MARK).is_file():
             _fetch_and_extract(final)
     return final
+
+
+def _llama_pinned_dir() -> Path:
+    return cache_dir() / "llama-src" / f"{SDIST_VERSION}-{SDIST_SHA256[:8]}"
+
+
+def llama_source_dir() -> Path:
+    """The pinned llama.cpp source (CMake, src/, include/, vendor/; no ggml/): extracted from the sdist once."""
+    final = _llama_pinned_dir()
+    if (final / _COMPLETE_MARK).is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".lock-{final.name}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / _COMPLETE_MARK).is_file():
+            with tempfile.TemporaryDirectory(prefix="omnimodel-sdist-") as tmp:
+                sdist = _download_sdist(Path(tmp))
+                with atomic_dir(final) as staging:
+                    _extract(sdist, staging, _LLAMA_PREFIX, _LLAMA_PARTS)
+                    if not (staging / "include" / "llama.h").is_file():
+                        raise ToolchainError(
+                            f"{SDIST_FILENAME} holds no {_LLAMA_PREFIX}include/llama.h; the pin is wrong"
+                        )
+                    (staging / _COMPLETE_MARK).write_text(
+                        json.dumps(
+                            {"package": SDIST_PACKAGE, "version": SDIST_VERSION, "sha256": SDIST_SHA256}
+                        )
+                        + "\n"
+                    )
+                    _make_world_readable(staging)
+            log.info("llama.cpp source extracted to %s", final)
+    return final
+
+
+def llama_source_hash() -> str:
+    """The pinned sdist's sha256 (libllama is always built from the pin)."""
+    return f"sdist-{SDIST_SHA256}"
 
 
 def _fetch_and_extract(final: Path) -> None:
@@ -123,12 +173,21 @@ def _download_sdist(dest: Path) -> Path:
 
 def _extract_ggml(sdist: Path, dest: Path) -> None:
     """Extract only the vendored ggml/ tree, stripping its prefix, refusing unsafe members."""
+    _extract(sdist, dest, _GGML_PREFIX)
+    if not (dest / "include" / "ggml.h").is_file():
+        raise ToolchainError(f"{SDIST_FILENAME} holds no {_GGML_PREFIX}include/ggml.h; the pin is wrong")
+
+
+def _extract(sdist: Path, dest: Path, prefix: str, parts: tuple[str, ...] | None = None) -> None:
+    """Extract the members under `prefix` (only those starting with one of `parts`), stripping it; no unsafe paths."""
     with tarfile.open(sdist, "r:gz") as tar:
         for member in tar.getmembers():
-            if not member.name.startswith(_GGML_PREFIX) or not (member.isfile() or member.isdir()):
+            if not member.name.startswith(prefix) or not (member.isfile() or member.isdir()):
                 continue
-            rel = member.name[len(_GGML_PREFIX) :]
+            rel = member.name[len(prefix) :]
             if not rel or rel.startswith("/") or ".." in Path(rel).parts:
+                continue
+            if parts is not None and not any(rel == p.rstrip("/") or rel.startswith(p) for p in parts):
                 continue
             target = dest / rel
             if member.isdir():
@@ -137,8 +196,6 @@ def _extract_ggml(sdist: Path, dest: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tar.extractfile(member) as fin, open(target, "wb") as fout:  # type: ignore[union-attr]
                 fout.write(fin.read())
-    if not (dest / "include" / "ggml.h").is_file():
-        raise ToolchainError(f"{SDIST_FILENAME} holds no {_GGML_PREFIX}include/ggml.h; the pin is wrong")
 
 
 def _make_world_readable(root: Path) -> None:

@@ -349,6 +349,11 @@ void omni_center_crop(const uint8_t * src, uint8_t * dst, int H, int W, float ar
 struct omni_policy {
     omni_core                   core;
     std::unique_ptr<omni_model> model;
+    omni_text *                 text = nullptr;  // nullptr: the GGUF carries no tokenizer
+    omni_policy() = default;
+    omni_policy(const omni_policy &) = delete;
+    omni_policy & operator=(const omni_policy &) = delete;
+    ~omni_policy() { omni_text_free(text); }
 };
 
 static thread_local std::string g_last_error;
@@ -409,6 +414,7 @@ omni_policy * omni_load(const char * gguf_path, const omni_params * params) {
         }
         P->model.reset(omni_new_model());
         P->model->init(C);
+        P->text = omni_text_load(C, P->model->n_vocab());
         init_backends(C);
         C.opt.flash_attn = C.params.flash_attn < 0 ? C.backend_gpu != nullptr : C.params.flash_attn != 0;
         load_tensors(C);
@@ -454,6 +460,32 @@ int omni_predict(omni_policy * P, const uint8_t * images, int n_images, const fl
         check_step_args(P, images, n_images, proprio, n_proprio, token_ids, n_tokens, actions_out);
         P->core.timings.clear();
         P->model->predict(P->core, images, n_images, proprio, n_proprio, token_ids, n_tokens, actions_out);
+    });
+}
+
+static const omni_text & text_of(const omni_policy * P) {
+    if (!P) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: policy is NULL");
+    if (!P->text) throw omni_error(OMNI_ERR_FORMAT, "model.gguf carries no tokenizer (tokenizer.ggml.*); re-convert it from a checkpoint with its tokenizer files, or pass token ids to omni_predict");
+    return *P->text;
+}
+
+int omni_prompt_tokens(omni_policy * P, const char * instruction, int32_t * ids_out, int capacity) {
+    int n = 0;
+    const int rc = guarded([&] {
+        const std::vector<int32_t> ids = omni_text_prompt(text_of(P), instruction);
+        n = (int) ids.size();
+        if (ids_out) std::memcpy(ids_out, ids.data(), sizeof(int32_t) * (size_t) std::min(n, std::max(0, capacity)));
+    });
+    return rc == OMNI_OK ? n : rc;
+}
+
+int omni_predict_text(omni_policy * P, const uint8_t * images, int n_images, const float * state, int n_state,
+                      const char * instruction, float * actions_out) {
+    return guarded([&] {
+        const std::vector<int32_t> ids = omni_text_prompt(text_of(P), instruction);
+        check_step_args(P, images, n_images, state, n_state, ids.data(), (int) ids.size(), actions_out);
+        P->core.timings.clear();
+        P->model->predict(P->core, images, n_images, state, n_state, ids.data(), (int) ids.size(), actions_out);
     });
 }
 

@@ -188,6 +188,14 @@ struct module_table {
 // back to uint8 by truncating x * 255.5 (tf.image.convert_image_dtype with saturation). HWC, 3 channels.
 void omni_center_crop(const uint8_t * src, uint8_t * dst, int H, int W, float area);
 
+// ----------------------------------------------------------------------------- the prompt (omni_text.cpp)
+
+// The GGUF's tokenizer (llama.cpp's vocabulary, loaded vocab-only) and the arch's prompt template.
+struct omni_text;
+omni_text *          omni_text_load(const omni_core & C, int n_vocab);  // nullptr when the GGUF has no tokenizer
+void                 omni_text_free(omni_text * T);
+std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruction);  // BOS first
+
 // ----------------------------------------------------------------------------- an architecture
 
 // What an arch's graph file implements; omni_core.cpp's C API calls nothing else.

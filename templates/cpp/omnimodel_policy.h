@@ -68,6 +68,16 @@ OMNI_API int omni_predict(omni_policy * policy, const uint8_t * images, int n_im
                           const float * proprio, int n_proprio,
                           const int32_t * token_ids, int n_tokens, float * actions_out);
 
+/* One control step from text: the instruction goes into the arch's prompt template (GGUF
+ * metadata) and is tokenised by llama.cpp's vocabulary code from the GGUF's tokenizer.ggml.* keys;
+ * otherwise as omni_predict. state: raw proprio (n_state values, 0 when the model takes none). */
+OMNI_API int omni_predict_text(omni_policy * policy, const uint8_t * images, int n_images,
+                               const float * state, int n_state, const char * instruction, float * actions_out);
+
+/* The token ids omni_predict_text feeds the model for `instruction`: writes up to `capacity` of
+ * them into ids_out (may be NULL) and returns how many there are, or a negative omni_status. */
+OMNI_API int omni_prompt_tokens(omni_policy * policy, const char * instruction, int32_t * ids_out, int capacity);
+
 /* The forward pass alone: the arch's processor output pixel_values (n x C x S x S, already
  * normalised; C = 6 for the fused DINOv2 + SigLIP towers, 3 for one tower), normalised proprio
  * -> normalised actions. */

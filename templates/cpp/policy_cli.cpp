@@ -1,6 +1,6 @@
 // policy_cli: run, validate and benchmark a generated native policy through its C API (any arch).
 //
-//   policy_cli run      MODEL.gguf (--inputs IN.gguf | --image A.ppm [--image B.ppm] --proprio v,.. --tokens id,..) [--out OUT.gguf]
+//   policy_cli run      MODEL.gguf (--inputs IN.gguf | --image A.png [--image B.png] --state v,.. (--instruction TEXT | --tokens id,..)) [--out OUT.gguf]
 //   policy_cli validate MODEL.gguf REFERENCE_DIR OUT_DIR
 //   policy_cli bench    MODEL.gguf [--inputs IN.gguf] [-n 10] [--warmup 1]
 // common options: --threads N  --ngl N  --flash-attn 0|1  --no-crop  --no-mmap
@@ -8,12 +8,18 @@
 // An inputs GGUF (the analyzer's reference/end_to_end.gguf is one) holds `images` (0..255,
 // n x S x S x 3), `proprio` (raw) and `token_ids` (I32); with --raw (or without `images`) it runs
 // the forward pass alone on `pixel_values` (n x 6 x S x S) and `proprio_norm` and prints normalised
-// actions. Results go to stdout as JSON lines.
+// actions. Images are decoded with stb_image (PNG, JPEG, BMP, PPM; RGB, omni_image_size square);
+// --instruction goes through the model's prompt template and tokenizer (omni_predict_text);
+// --proprio is --state's other name. Results go to stdout as JSON lines.
 
 #include "omnimodel_policy.h"
 
 #include "ggml.h"
 #include "gguf.h"
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_FAILURE_USERMSG
+#include "stb_image.h"
 
 #include <algorithm>
 #include <chrono>
@@ -26,7 +32,8 @@
 #include <vector>
 
 struct cli_args {
-    std::string cmd, model, ref_dir, out_dir, inputs, out;
+    std::string cmd, model, ref_dir, out_dir, inputs, out, instruction;
+    bool has_instruction = false;
     std::vector<std::string> images;
     std::vector<float> proprio;
     std::vector<int32_t> tokens;
@@ -37,7 +44,7 @@ struct cli_args {
 
 static int usage() {
     std::fprintf(stderr,
-                 "usage: policy_cli run MODEL.gguf (--inputs IN.gguf | --image A.ppm ... --proprio v,... --tokens id,...) [--out OUT.gguf]\n"
+                 "usage: policy_cli run MODEL.gguf (--inputs IN.gguf | --image A.png ... --state v,... (--instruction TEXT | --tokens id,...)) [--out OUT.gguf]\n"
                  "       policy_cli validate MODEL.gguf REFERENCE_DIR OUT_DIR\n"
                  "       policy_cli bench MODEL.gguf [--inputs IN.gguf] [-n N] [--warmup N]\n"
                  "options: --threads N --ngl N --flash-attn 0|1 --no-crop --no-mmap --raw\n");
@@ -102,7 +109,8 @@ static bool parse_args(int argc, char ** argv, cli_args & a) {
         else if (k == "--inputs") a.inputs = v;
         else if (k == "--out") a.out = v;
         else if (k == "--image") a.images.push_back(v);
-        else if (k == "--proprio") a.proprio = parse_list<float>(v);
+        else if (k == "--proprio" || k == "--state") a.proprio = parse_list<float>(v);
+        else if (k == "--instruction") { a.instruction = v; a.has_instruction = true; }
         else if (k == "--tokens") a.tokens = parse_list<int32_t>(v);
         else if (k == "-n") a.n_iter = std::max(1, std::atoi(v));
         else if (k == "--warmup") a.n_warmup = std::max(0, std::atoi(v));
@@ -184,24 +192,23 @@ struct step {
     int                  n_images = 0;
     std::vector<float>   proprio;
     std::vector<int32_t> tokens;
+    bool                 text = false;  // tokens come from `instruction` inside the library
+    std::string          instruction;
 };
 
-// Binary PPM (P6, maxval 255) of S x S pixels.
-static bool read_ppm(const std::string & path, int S, std::vector<uint8_t> & out) {
-    FILE * f = std::fopen(path.c_str(), "rb");
-    if (!f) return false;
-    char magic[3] = {0};
-    int w = 0, h = 0, maxval = 0;
-    const bool ok = std::fscanf(f, "%2s %d %d %d", magic, &w, &h, &maxval) == 4 && std::string(magic) == "P6" &&
-                    w == S && h == S && maxval == 255 && std::fgetc(f) != EOF;
-    size_t got = 0;
-    if (ok) {
-        const size_t off = out.size();
-        out.resize(off + (size_t) S * S * 3);
-        got = std::fread(out.data() + off, 1, (size_t) S * S * 3, f);
+// An image file (stb_image: PNG, JPEG, BMP, PPM, ...) of S x S pixels as RGB; "" or the reason it is refused.
+static std::string read_image(const std::string & path, int S, std::vector<uint8_t> & out) {
+    int w = 0, h = 0, c = 0;
+    stbi_uc * px = stbi_load(path.c_str(), &w, &h, &c, 3);
+    if (!px) return path + ": cannot decode (" + (stbi_failure_reason() ? stbi_failure_reason() : "unknown") + ")";
+    std::string err;
+    if (w != S || h != S) {
+        err = path + ": " + std::to_string(w) + "x" + std::to_string(h) + " pixels, the policy takes " + std::to_string(S) + "x" + std::to_string(S);
+    } else {
+        out.insert(out.end(), px, px + (size_t) S * S * 3);
     }
-    std::fclose(f);
-    return ok && got == (size_t) S * S * 3;
+    stbi_image_free(px);
+    return err;
 }
 
 static std::string load_step(const cli_args & a, const omni_policy * P, step & s) {
@@ -247,12 +254,16 @@ static std::string load_step(const cli_args & a, const omni_policy * P, step & s
         return "";
     }
     for (const auto & path : a.images) {
-        if (!read_ppm(path, S, s.images)) return path + ": not a binary PPM (P6) of " + std::to_string(S) + "x" + std::to_string(S);
+        const std::string err = read_image(path, S, s.images);
+        if (!err.empty()) return err;
     }
     s.n_images = (int) a.images.size();
     s.proprio = a.proprio;
     s.tokens = a.tokens;
-    if (s.n_images == 0 || s.tokens.empty()) return "run needs --inputs, or --image, --proprio and --tokens";
+    s.text = a.has_instruction;
+    s.instruction = a.instruction;
+    if (s.text && !s.tokens.empty()) return "pass --instruction or --tokens, not both";
+    if (s.n_images == 0 || (s.tokens.empty() && !s.text)) return "run needs --inputs, or --image, --state and --instruction (or --tokens)";
     return "";
 }
 
@@ -260,6 +271,9 @@ static int predict(omni_policy * P, const step & s, float * out) {
     if (s.raw) {
         return omni_predict_raw(P, s.pixel_values.data(), s.n_images, s.proprio.data(), (int) s.proprio.size(),
                                 s.tokens.data(), (int) s.tokens.size(), out);
+    }
+    if (s.text) {
+        return omni_predict_text(P, s.images.data(), s.n_images, s.proprio.data(), (int) s.proprio.size(), s.instruction.c_str(), out);
     }
     return omni_predict(P, s.images.data(), s.n_images, s.proprio.data(), (int) s.proprio.size(), s.tokens.data(),
                         (int) s.tokens.size(), out);

@@ -10,6 +10,7 @@ from omnimodel.archs.openvla_oft.metadata import _tower  # the towers' keys are 
 from omnimodel.errors import ConfigError
 from omnimodel.ggufio.constants import arch_key
 from omnimodel.models.preprocess import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
+from omnimodel.models.tokenizer import prompt_metadata
 
 
 def action_stats(stats: dict | None) -> dict | None:
@@ -54,4 +55,6 @@ def runtime_metadata(cfg: OpenVLAConfig, stats: dict | None = None) -> dict[str,
                 key("NORM_ACTION_MASK"): [bool(x) for x in action.get("mask", [True] * len(action["q01"]))],
             }
         )
-    return {arch_key(ARCH, k): v for k, v in meta.items()}
+    out = {arch_key(ARCH, k): v for k, v in meta.items()}
+    out.update(prompt_metadata())
+    return out

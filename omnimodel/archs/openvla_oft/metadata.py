@@ -20,6 +20,7 @@ from omnimodel.archs.openvla_oft.model import (
 from omnimodel.archs.openvla_oft.names import ARCH, TOWERS, key
 from omnimodel.errors import ConfigError
 from omnimodel.ggufio.constants import arch_key
+from omnimodel.models.tokenizer import prompt_metadata
 
 ACTION_LN_EPS = 1e-5  # PyTorch's LayerNorm default in the action head's MLPResNet
 PLACEHOLDER_TOKEN_ID = 1  # the action placeholders: input id 1, embedding zeroed
@@ -88,4 +89,6 @@ def runtime_metadata(cfg: OpenVLAOFTConfig, stats: dict | None = None) -> dict[s
                 key("NORM_PROPRIO_Q99"): [float(x) for x in proprio["q99"]],
             }
         )
-    return {arch_key(ARCH, k): v for k, v in meta.items()}
+    out = {arch_key(ARCH, k): v for k, v in meta.items()}
+    out.update(prompt_metadata())
+    return out
