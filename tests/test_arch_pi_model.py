@@ -226,6 +226,9 @@ def test_older_spellings_and_embedding_under_lm_head(tmp_path, tiny_ckpts, tiny_
         k = k.removeprefix("model.")  # an openpi conversion on the Hub: no prefix
         k = k.replace("paligemma.model.vision_tower.", "paligemma.vision_tower.")
         k = k.replace("paligemma.model.multi_modal_projector.", "paligemma.multi_modal_projector.")
+        k = k.replace(
+            "vision_tower.vision_model.encoder.layers.1.", "vision_tower.encoder.layers.1."
+        )  # transformers >= 5.6
         renamed[k] = v
     renamed["normalize_inputs.buffer_observation_state.mean"] = torch.zeros(8)  # older buffers are skipped
     embed = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
@@ -575,3 +578,49 @@ def test_bfloat16_model_runs(tiny_models):
     assert vb.dtype == torch.float32 and rel < 0.03, (
         f"bf16 vs fp32 velocity: relative error {rel:.3g} (threshold 0.03)"
     )
+
+
+def test_prompt_ids_match_transformers_autotokenizer(tiny_ckpts):
+    """What LeRobot's TokenizerProcessorStep would produce from the checkpoint's tokenizer files."""
+    from transformers import AutoTokenizer
+
+    path = tiny_ckpts["pi05-tiny"]
+    hf = AutoTokenizer.from_pretrained(str(path))
+    pol = archs.get("pi05").load_policy(path)
+    inp = pol.prepare([np.zeros((224, 224, 3), np.uint8)], np.zeros(8), "open the top drawer")
+    n = int(inp.token_mask.sum())
+    text = pol.tokenizer.decode(inp.tokens[0, 1:n].tolist())
+    enc = hf(text, padding="max_length", max_length=200, padding_side="right", truncation=True)
+    assert (
+        enc["input_ids"] == inp.tokens[0].tolist()
+        and enc["attention_mask"] == inp.token_mask[0].long().tolist()
+    )
+
+
+def test_openpi_full_size_config_from_weights(tmp_path):
+    """openpi's config.json names the variants only; π0 vs π0.5 comes from the tensor names."""
+    for pi05, key in ((True, "time_mlp_in.weight"), (False, "state_proj.weight")):
+        path = tmp_path / key
+        path.mkdir()
+        (path / "config.json").write_text(
+            json.dumps(
+                {
+                    "action_dim": 32,
+                    "action_horizon": 10,
+                    "paligemma_variant": "gemma_2b",
+                    "action_expert_variant": "gemma_300m",
+                    "precision": "bfloat16",
+                }
+            )
+        )
+        save_file({key: torch.zeros(2, 2)}, str(path / "model.safetensors"))
+        arch = archs.for_checkpoint(path)
+        cfg = arch.read_config(path)
+        assert arch.pi05 == pi05 and cfg.pi05 == pi05 and cfg.chunk == 10
+        assert (cfg.llm.width, cfg.expert.width, cfg.vocab, cfg.vision.depth) == (2048, 1024, 257_152, 27)
+        assert cfg.max_token_len == (200 if pi05 else 48) and not cfg.discrete_state_input
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "time_mlp_in.weight", bad)
+    _edit_config(bad, paligemma_variant="gemma_7b")
+    with pytest.raises(ConfigError, match="paligemma_variant"):
+        archs.get("pi05").read_config(bad)

@@ -357,12 +357,22 @@ def read_config(ckpt: Path) -> PiConfig:
 # ----------------------------------------------------------------------------- weights
 
 
+_TOWER = "paligemma_with_expert.paligemma.model.vision_tower."
+
+
 def canonical_key(key: str) -> str:
-    """A release key in our (openpi PI0Pytorch) spelling: no `model.` prefix, current transformers layout."""
+    """A release key in our (openpi PI0Pytorch) spelling: no `model.` prefix, transformers 4.53-5.5 layout.
+
+    Older transformers nest the PaliGemma parts differently (`paligemma.vision_tower`,
+    `paligemma.language_model.model`); transformers >= 5.6 drops SigLIP's `vision_model` level.
+    """
     key = key.removeprefix("model.")
     for old, new in _OLD_PREFIXES:
         if key.startswith(old):
-            return new + key[len(old) :]
+            key = new + key[len(old) :]
+            break
+    if key.startswith(_TOWER) and not key.startswith(_TOWER + "vision_model."):
+        key = _TOWER + "vision_model." + key[len(_TOWER) :]
     return key
 
 
