@@ -214,7 +214,27 @@ int main(int argc, char ** argv) {
     }
     m = open_model(argv[1], 0, ov);
     printf("RESULT full_with_overrides %s\n", m ? "ok" : "failed");
-    if (m) llama_model_free(m);
+    if (m) {
+        /* the prompt through llama.cpp's own LLaMA graph: the greedy next token */
+        const struct llama_vocab * vocab = llama_model_get_vocab(m);
+        llama_token ids[512];
+        int k = llama_tokenize(vocab, argv[2], (int) strlen(argv[2]), ids, 512, 1, 0);
+        struct llama_context_params cp = llama_context_default_params();
+        cp.n_ctx = 512;
+        cp.n_threads = 1;
+        struct llama_context * ctx = llama_init_from_model(m, cp);
+        int ok = ctx && llama_decode(ctx, llama_batch_get_one(ids, k)) == 0;
+        if (ok) {
+            const float * logits = llama_get_logits_ith(ctx, -1);
+            int best = 0;
+            for (int i = 1; i < llama_vocab_n_tokens(vocab); i++) if (logits[i] > logits[best]) best = i;
+            printf("RESULT decode ok\nNEXT %d\n", best);
+        } else {
+            printf("RESULT decode failed\n");
+        }
+        if (ctx) llama_free(ctx);
+        llama_model_free(m);
+    }
     return 0;
 }
 """
@@ -237,7 +257,8 @@ def test_llama_cpp_opens_our_gguf_vocabulary_not_the_whole_model(tiny_run, tmp_p
     "llama" the vocabulary opens and tokenises as the Python path does. The whole model does not
     open even with the architecture and LLaMA sizes overridden: the LLaMA hyper-parameters live
     under our arch's keys (llama.cpp reads the per-layer head count only from the file), and the
-    file also holds the vision towers, projector and action head.
+    file also holds the vision towers, projector and action head. The LLaMA trunk written alone
+    (llama.* keys, the same tensors and tokenizer keys) opens and decodes the prompt in llama.cpp.
     """
     import json
 
@@ -280,3 +301,67 @@ def test_llama_cpp_opens_our_gguf_vocabulary_not_the_whole_model(tiny_run, tmp_p
     ]
     python = build_prompt_ids(load_tokenizer(tiny_run / "ckpt"), "put the bowl on the plate")
     assert tokens == python[: len(tokens)] and len(python) == len(tokens) + 1  # + the '▁' the policy appends
+    # The trunk alone (llama.* keys, the same LLaMA tensors and tokenizer) opens and runs in llama.cpp.
+    trunk = (tmp_path / "trunk.gguf").resolve()
+    _llama_trunk(gguf_path, trunk)
+    ggml = ensure_ggml_build("cpu", box)
+    again = box.run(
+        [str(tmp_path / "build" / "llama_check"), str(trunk), text], tmp_path / "build", timeout_s=300, memory_mb=4096,
+        ro_mounts={trunk: str(trunk), ggml.prefix: str(ggml.prefix)}, env={"LD_LIBRARY_PATH": str(ggml.lib_dir)},
+    )  # fmt: skip
+    (tmp_path / "llama_check_trunk.log").write_text(again.stdout + again.stderr)
+    print(again.stdout)
+    trunk_results = dict(line.split()[1:3] for line in again.stdout.splitlines() if line.startswith("RESULT"))
+    assert trunk_results.get("full_as_is") == "ok" and trunk_results.get("decode") == "ok", (
+        again.stdout + again.stderr
+    )[-3000:]
+    # ... and its greedy next token is PyTorch's: the LLaMA of the checkpoint, causal, on the same ids
+    import torch
+
+    from omnimodel.archs.openvla_oft.checkpoint import load_model
+
+    llm = load_model(tiny_run / "ckpt", torch.float32).language_model.eval()
+    ids = torch.tensor([tokens])
+    n = ids.shape[1]
+    causal = torch.full((1, 1, n, n), float("-inf")).triu(1)
+    with torch.no_grad():
+        logits = llm(input_ids=ids, attention_mask=causal, use_cache=False).logits[0, -1]
+    nxt = int(next(ln for ln in again.stdout.splitlines() if ln.startswith("NEXT")).split()[1])
+    assert nxt == int(logits.argmax()), f"llama.cpp next token {nxt}, PyTorch {int(logits.argmax())}"
+
+
+def _llama_trunk(src, out) -> None:
+    """model.gguf's LLaMA trunk alone as a general.architecture=llama GGUF (llama.* keys, same tensors and tokenizer)."""
+    import re
+
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    fields = reader.fields
+
+    def ours(suffix):
+        return next(f.contents() for k, f in fields.items() if k.endswith(".llm." + suffix))
+
+    trunk = re.compile(r"(token_embd|output_norm|output|blk\.\d+\.\w+)\.weight")
+    tensors = [t for t in reader.tensors if trunk.fullmatch(t.name)]
+    shape = {t.name: [int(x) for x in t.shape] for t in tensors}  # GGML order: ne0 first
+    w = gguf.GGUFWriter(str(out), arch="llama")
+    w.add_context_length(ours("context_length"))
+    w.add_embedding_length(shape["token_embd.weight"][0])
+    w.add_block_count(len({t.name.split(".")[1] for t in tensors if t.name.startswith("blk.")}))
+    w.add_feed_forward_length(shape["blk.0.ffn_up.weight"][1])
+    w.add_head_count(ours("head_count"))
+    w.add_head_count_kv(ours("head_count_kv"))
+    w.add_layer_norm_rms_eps(ours("rms_norm_epsilon"))
+    w.add_rope_freq_base(ours("rope_freq_base"))
+    for key, f in fields.items():
+        if key.startswith("tokenizer.ggml."):
+            vtype = f.types[0]
+            sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            w.add_key_value(key, f.contents(), vtype, sub_type=sub)
+    for t in tensors:
+        w.add_tensor(t.name, np.asarray(t.data).reshape([int(x) for x in reversed(t.shape)]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
