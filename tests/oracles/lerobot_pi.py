@@ -1,6 +1,6 @@
 """LeRobot 0.6.1 PI0Policy / PI05Policy as a numerical oracle; run with the oracle venv's python only.
 
-    python lerobot_pi.py run CKPT_DIR INPUTS.npz OUT.npz [--sizes tiny|config] [--steps N]
+    python lerobot_pi.py run CKPT_DIR INPUTS.npz OUT.npz [--sizes auto|tiny|config] [--steps N]
     python lerobot_pi.py make-tiny {pi0,pi05} OUT_DIR [--seed S]
 
 `run` builds the policy from a LeRobot-layout dir (config.json + model.safetensors) in fp32 on the CPU,
@@ -17,10 +17,13 @@ What is patched, all config-only (no function that computes a number is replaced
 * torchvision: lerobot.transforms (training-time augmentation) imports it at import time; PyPI's
   wheel is a CUDA build that cannot load beside the CPU torch, so when the real one does not import
   a stub module supplies the names (classes derive from nn.Module, calling anything raises).
-* --sizes tiny: LeRobot maps the variant names "gemma_2b" / "gemma_300m" to fixed sizes and builds a
-  So400m vision config. For the tiny presets, `get_gemma_config` in modeling_pi0/modeling_pi05 returns
-  the tiny GemmaConfig, and the two HF constructors it calls (PaliGemmaForConditionalGenerationWithPiGemma,
-  PiGemmaForCausalLM) get their config's vision sizes, projection_dim and vocab_size set to TINY first.
+* sizes: LeRobot maps the variant names "gemma_2b" / "gemma_300m" to fixed sizes and builds a So400m
+  vision config. For other sizes (--sizes tiny = TINY; --sizes auto = config.json's `omnimodel_sizes`
+  when present, else LeRobot's own), `get_gemma_config` in modeling_pi0/modeling_pi05 returns those
+  stacks, and the two HF constructors it calls (PaliGemmaForConditionalGenerationWithPiGemma,
+  PiGemmaForCausalLM) get their config's vision sizes, projection_dim and vocab_size set first.
+* config.json: omnimodel's writer adds `omnimodel_*` keys that stock LeRobot (draccus) refuses;
+  LeRobot parses a copy without them (the runner says so on stderr).
 * make-tiny only: transformers' AutoTokenizer.from_pretrained in the tokenizer step returns a
   placeholder, so the processor pipeline can be built and saved offline (it records the name only).
 """
@@ -30,39 +33,74 @@ from __future__ import annotations
 import argparse
 import importlib.abc
 import importlib.machinery
+import json
 import os
 import sys
+import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # other policies' import-time notices
 
 
 @dataclass(frozen=True)
-class TinySizes:
-    """The tiny pi0/pi05 presets (fixed, shared with omnimodel's `zoo make pi0-tiny|pi05-tiny`)."""
+class Stack:
+    """One Gemma stack's sizes, in the order of LeRobot's GemmaConfig(width, depth, mlp_dim, heads, kv, hd)."""
 
-    vision_width: int = 256
-    vision_depth: int = 2
-    vision_heads: int = 4
-    vision_mlp: int = 512
-    patch: int = 14
-    image: int = 224
-    llm_width: int = 512
-    llm_depth: int = 3
-    llm_mlp: int = 1024
-    expert_width: int = 256
-    expert_depth: int = 3
-    expert_mlp: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 1
+    width: int
+    depth: int
+    mlp: int
+    heads: int = 8
+    kv_heads: int = 1
     head_dim: int = 64
-    vocab: int = 1024
 
 
-TINY = TinySizes()
+@dataclass(frozen=True)
+class Sizes:
+    """Every size LeRobot fixes through the variant names and the So400m vision config."""
+
+    llm: Stack
+    expert: Stack
+    vision_width: int
+    vision_depth: int
+    vision_heads: int
+    vision_mlp: int
+    patch: int
+    image: int
+    vocab: int
+
+    @classmethod
+    def from_omnimodel(cls, d: dict) -> Sizes:
+        """From the `omnimodel_sizes` entry omnimodel's writer puts in config.json."""
+        v = d["vision"]
+        return cls(
+            llm=Stack(**d["llm"]),
+            expert=Stack(**d["expert"]),
+            vision_width=v["width"],
+            vision_depth=v["depth"],
+            vision_heads=v["heads"],
+            vision_mlp=v["mlp"],
+            patch=v["patch"],
+            image=v["image"],
+            vocab=d["vocab_size"],
+        )
+
+
+# The tiny pi0/pi05 presets (fixed, shared with omnimodel's `zoo make pi0-tiny|pi05-tiny`).
+TINY = Sizes(
+    llm=Stack(width=512, depth=3, mlp=1024),
+    expert=Stack(width=256, depth=3, mlp=512),
+    vision_width=256,
+    vision_depth=2,
+    vision_heads=4,
+    vision_mlp=512,
+    patch=14,
+    image=224,
+    vocab=1024,
+)
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 TINY_CONFIG = {  # per policy type: what make-tiny writes beyond the sizes
     "pi05": {"chunk_size": 10, "n_action_steps": 10, "tokenizer_max_length": 200},
@@ -129,65 +167,60 @@ def install_torchvision_stub() -> None:
         sys.meta_path.insert(0, _StubFinder())
 
 
-def _tiny_gemma_config(module):
-    """LeRobot's get_gemma_config with the two variant names mapped to the tiny sizes."""
+_SIZES: list[Sizes] = []  # the sizes the patched constructors read (set by use_sizes)
+
+
+def _gemma_config(module):
+    """LeRobot's get_gemma_config with the two variant names mapped to the active sizes."""
 
     def get_gemma_config(variant: str):
-        if variant == "gemma_2b":
-            return module.GemmaConfig(
-                TINY.llm_width, TINY.llm_depth, TINY.llm_mlp, TINY.num_heads, TINY.num_kv_heads, TINY.head_dim
-            )
-        if variant == "gemma_300m":
-            return module.GemmaConfig(
-                TINY.expert_width,
-                TINY.expert_depth,
-                TINY.expert_mlp,
-                TINY.num_heads,
-                TINY.num_kv_heads,
-                TINY.head_dim,
-            )
-        raise ValueError(f"Unknown variant: {variant}")
+        stacks = {"gemma_2b": _SIZES[0].llm, "gemma_300m": _SIZES[0].expert}
+        if variant not in stacks:
+            raise ValueError(f"Unknown variant: {variant}")
+        st = stacks[variant]
+        return module.GemmaConfig(st.width, st.depth, st.mlp, st.heads, st.kv_heads, st.head_dim)
 
     return get_gemma_config
 
 
-def _with_tiny_vlm_config(cls):
+def _with_vlm_sizes(cls):
     def build(config):
-        vc = config.vision_config
-        vc.hidden_size, vc.num_hidden_layers = TINY.vision_width, TINY.vision_depth
-        vc.num_attention_heads, vc.intermediate_size = TINY.vision_heads, TINY.vision_mlp
-        vc.patch_size, vc.image_size = TINY.patch, TINY.image
-        vc.projection_dim = TINY.llm_width
-        config.text_config.vocab_size = TINY.vocab
-        config._vocab_size = TINY.vocab  # noqa: SLF001  (LeRobot sets 257152 here)
-        config.image_token_index = TINY.vocab
+        sz, vc = _SIZES[0], config.vision_config
+        vc.hidden_size, vc.num_hidden_layers = sz.vision_width, sz.vision_depth
+        vc.num_attention_heads, vc.intermediate_size = sz.vision_heads, sz.vision_mlp
+        vc.patch_size, vc.image_size = sz.patch, sz.image
+        vc.projection_dim = sz.llm.width
+        config.text_config.vocab_size = sz.vocab
+        config._vocab_size = sz.vocab  # noqa: SLF001  (LeRobot sets 257152 here)
+        config.image_token_index = sz.vocab
         return cls(config=config)
 
     return build
 
 
-def _with_tiny_vocab(cls):
+def _with_vocab(cls):
     def build(config):
-        config.vocab_size = TINY.vocab
+        config.vocab_size = _SIZES[0].vocab
         return cls(config=config)
 
     return build
 
 
-def patch_tiny_sizes() -> None:
-    """Point LeRobot's pi0/pi05 size lookups at TINY (config values only)."""
+def use_sizes(sizes: Sizes) -> None:
+    """Point LeRobot's pi0/pi05 size lookups at `sizes` (config values only; patched once)."""
     from lerobot.policies.pi0 import modeling_pi0
     from lerobot.policies.pi05 import modeling_pi05
 
+    _SIZES[:] = [sizes]
     for module in (modeling_pi0, modeling_pi05):
-        if getattr(module, "_omnimodel_tiny", False):
+        if getattr(module, "_omnimodel_sized", False):
             continue
-        module.get_gemma_config = _tiny_gemma_config(module)
-        module.PaliGemmaForConditionalGenerationWithPiGemma = _with_tiny_vlm_config(
+        module.get_gemma_config = _gemma_config(module)
+        module.PaliGemmaForConditionalGenerationWithPiGemma = _with_vlm_sizes(
             module.PaliGemmaForConditionalGenerationWithPiGemma
         )
-        module.PiGemmaForCausalLM = _with_tiny_vocab(module.PiGemmaForCausalLM)
-        module._omnimodel_tiny = True
+        module.PiGemmaForCausalLM = _with_vocab(module.PiGemmaForCausalLM)
+        module._omnimodel_sized = True
 
 
 def policy_class(policy_type: str):
@@ -203,15 +236,38 @@ def policy_class(policy_type: str):
     raise SystemExit(f"lerobot_pi: config.json type {policy_type!r} is not pi0 or pi05")
 
 
-def load_policy(ckpt: Path, sizes: str):
+def _lerobot_config(ckpt: Path, sizes: str):
+    """LeRobot's own parse of CKPT/config.json, minus omnimodel's `omnimodel_*` keys; the sizes to use."""
+    from lerobot.configs import PreTrainedConfig
+
+    raw = json.loads((ckpt / "config.json").read_text())
+    ours = {k: raw.pop(k) for k in list(raw) if k.startswith("omnimodel_")}
+    chosen = {"tiny": TINY, "config": None}.get(sizes)
+    if sizes == "auto" and "omnimodel_sizes" in ours:
+        chosen = Sizes.from_omnimodel(ours["omnimodel_sizes"])
+    if chosen is not None:
+        use_sizes(chosen)
+    with tempfile.TemporaryDirectory() as tmp:
+        # stock LeRobot (draccus) refuses unknown fields, so it reads a copy without omnimodel's keys
+        (Path(tmp) / "config.json").write_text(json.dumps(raw))
+        try:
+            config = PreTrainedConfig.from_pretrained(tmp, local_files_only=True)
+        except Exception as exc:  # draccus' DecodingError and friends: one line for the test to show
+            raise SystemExit(f"lerobot_pi: LeRobot rejects {ckpt}/config.json: {exc}") from exc
+    if ours:
+        print(
+            f"lerobot_pi: ignored {sorted(ours)} in {ckpt}/config.json (stock LeRobot refuses them)",
+            file=sys.stderr,
+        )
+    return config, chosen is not None
+
+
+def load_policy(ckpt: Path, sizes: str = "auto"):
     """Build the policy from CKPT/config.json and load CKPT/model.safetensors strictly, fp32, CPU, eval."""
     import torch
-    from lerobot.configs import PreTrainedConfig
     from safetensors.torch import load_file
 
-    if sizes == "tiny":
-        patch_tiny_sizes()
-    config = PreTrainedConfig.from_pretrained(str(ckpt), local_files_only=True)
+    config, resized = _lerobot_config(ckpt, sizes)
     config.device, config.dtype, config.compile_model = "cpu", "float32", False
     policy = policy_class(config.type)(config)
     state = policy._fix_pytorch_state_dict_keys(load_file(str(ckpt / "model.safetensors")), policy.config)  # noqa: SLF001
@@ -219,7 +275,7 @@ def load_policy(ckpt: Path, sizes: str):
     try:
         policy.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        hint = "" if sizes == "tiny" else " (a tiny checkpoint needs --sizes tiny)"
+        hint = "" if resized else " (a LeRobot-written tiny checkpoint needs --sizes tiny)"
         raise SystemExit(
             f"lerobot_pi: {ckpt} does not load strictly into {type(policy).__name__}{hint}: {exc}"
         ) from exc
@@ -312,7 +368,7 @@ def make_tiny(policy_type: str, out: Path, seed: int) -> None:
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.processor import tokenizer_processor
 
-    patch_tiny_sizes()
+    use_sizes(TINY)
 
     class _OfflineTokenizer:
         @staticmethod
@@ -363,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("ckpt", type=Path)
     r.add_argument("inputs", type=Path)
     r.add_argument("out", type=Path)
-    r.add_argument("--sizes", choices=("tiny", "config"), default="config")
+    r.add_argument("--sizes", choices=("auto", "tiny", "config"), default="auto")
     r.add_argument("--steps", type=int, default=None)
     m = sub.add_parser("make-tiny")
     m.add_argument("policy_type", choices=("pi0", "pi05"))
