@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from omnimodel.archs.base import PackageArch
+from omnimodel.archs.pi0 import plan as _plan
 from omnimodel.errors import CheckpointError, ConfigError
 
 SHARED_PACKAGE = "omnimodel.archs.pi0"
@@ -16,6 +17,10 @@ class PiArch(PackageArch):
     """π0 (pi05 False) or π0.5 (True): presets, both checkpoint layouts, the PyTorch reference and policy."""
 
     pi05: bool = False
+    glue_classes = _plan.GLUE_CLASSES
+    inert_classes = _plan.INERT_CLASSES
+    graph_leaves = _plan.GRAPH_LEAVES
+    unused_classes = _plan.UNUSED_CLASSES
 
     def _module(self, sub: str):
         # the π0.5 package holds only what differs; everything else is the shared package's
@@ -70,14 +75,14 @@ class PiArch(PackageArch):
         self.read_config(ckpt)
         return load_policy(ckpt, **kwargs)
 
-    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
+    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0, sets: tuple[str, ...] = ()) -> Path:
         from omnimodel.archs.pi0 import zoo
 
         if preset not in self.presets():
             raise ConfigError(
                 f"unknown {self.name} preset {preset!r}: choose one of {', '.join(self.presets())}"
             )
-        return zoo.make_checkpoint(preset, out_dir, seed=seed)
+        return zoo.make_checkpoint(preset, out_dir, seed=seed, sets=tuple(sets))
 
     def model_info(self, target: str) -> Any:
         from omnimodel.archs.pi0 import zoo
@@ -99,15 +104,11 @@ class PiArch(PackageArch):
 
         return PI0(cfg)
 
-    def read_state_dict(self, ckpt: Path) -> Any:
-        from omnimodel.archs.pi0.checkpoint import read_state_dict
-
-        return read_state_dict(Path(ckpt))
-
     def read_stats(self, ckpt: Path) -> dict:
         from omnimodel.archs.pi0.checkpoint import read_stats
 
-        return read_stats(Path(ckpt)).to_dict()
+        stats = read_stats(Path(ckpt)).to_dict()
+        return {"dataset": stats} if stats else {}  # one dataset, as the converter's unnorm_key choice expects
 
     def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
         from omnimodel.archs.pi0 import zoo
@@ -128,3 +129,21 @@ class PiArch(PackageArch):
         if skills is None:
             raise self._missing("graph_skills")
         return tuple(skills)
+
+    # ---- the native side (names.py, metadata.py, plan.py, testvectors.py, graph.cpp.j2 of the shared package)
+    def graph_template(self) -> Path:
+        return Path(__file__).parent / "graph.cpp.j2"  # one graph for both, switched by metadata
+
+    def read_state_dict(self, ckpt: Path) -> Any:
+        # dead weights (names.dead_keys: the last PaliGemma layer's q/o/MLP/post-norm depend on the depth) are not converted
+        from omnimodel.archs.pi0.checkpoint import read_state_dict
+        from omnimodel.archs.pi0.names import dead_keys
+
+        sd = read_state_dict(Path(ckpt))
+        dead = dead_keys(list(sd), self.read_config(ckpt).llm.depth)
+        return {k: v for k, v in sd.items() if k not in dead}
+
+    def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
+        if self.pi05:  # one micro instance per arch; π0.5's writes the shared skills' vectors
+            return self._call("testvectors", "write_all", root, seed)
+        return self._call("testvectors", "write_pi0", root, seed)

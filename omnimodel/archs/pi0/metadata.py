@@ -12,7 +12,7 @@ from typing import Any
 from omnimodel.archs.pi0.model import PiConfig
 from omnimodel.archs.pi0.names import key
 from omnimodel.archs.pi0.tokenizer import BOS_ID
-from omnimodel.ggufio.constants import arch_key
+from omnimodel.ggufio.constants import Keys, arch_key
 
 NOISE_SEED = 0  # the native policy's noise stream; the analyzer's sample uses its first draw
 NORM_EPS = 1e-8  # LeRobot's (our presets are LeRobot-layout checkpoints)
@@ -34,6 +34,8 @@ def _stats(block: dict | None, prefix: str) -> dict[str, list[float]]:
 def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]:
     """Metadata key -> value for the native runtime, every key from the name table (names.KEYS)."""
     stats = stats or {}
+    if stats and "action" not in stats and len(stats) == 1:
+        stats = next(iter(stats.values()))  # {dataset: {state, action}} -> the one dataset
     state, action = stats.get("state"), stats.get("action")
     robot_action = len(next(iter(action.values()))) if action else cfg.action_dim
     robot_state = len(next(iter(state.values()))) if (state and not cfg.pi05) else 0
@@ -65,8 +67,20 @@ def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]
         key("NUM_IMAGES"): cfg.num_cameras,
         key("NORM_QUANTILES"): cfg.norm_mode.startswith("quantile"),
         key("NORM_EPS"): NORM_EPS,
-        key("PROMPT_STATE"): bool(cfg.pi05 and cfg.discrete_state_input),
     }
     meta.update(_stats(state, "STATE"))
     meta.update(_stats(action, "ACTION"))
-    return {arch_key(arch_name(cfg), k): v for k, v in meta.items()}
+    out = {arch_key(arch_name(cfg), k): v for k, v in meta.items()}
+    out.update(prompt_metadata(cfg))
+    return out
+
+
+def prompt_metadata(cfg: PiConfig) -> dict[str, Any]:
+    """The generic prompt keys the native omni_predict_text reads: the task then a newline (π0, openpi pi05_libero).
+
+    A π0.5 that writes the discretised state into the prompt (prompt.state) cannot be prompted from
+    the instruction alone: its template keeps a literal `{state}`, and callers pass token ids. (The
+template is the one place the prompt format is written.)
+    """
+    template = "Task: {instruction}, State: {state};\nAction: " if (cfg.pi05 and cfg.discrete_state_input) else "{instruction}\n"
+    return {Keys.Omnimodel.PROMPT_TEMPLATE: template, Keys.Omnimodel.PROMPT_LOWERCASE: False, Keys.Omnimodel.PROMPT_END_TOKEN: ""}

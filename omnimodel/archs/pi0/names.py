@@ -64,7 +64,6 @@ KEYS: dict[str, str] = {
     "NORM_ACTION_STD": "norm.action_std",
     "NORM_ACTION_Q01": "norm.action_q01",
     "NORM_ACTION_Q99": "norm.action_q99",
-    "PROMPT_STATE": "prompt.state",  # true: 'Task: ..., State: bins;\\nAction: '; false: 'task\\n'
 }
 
 _PG = r"(?:model\.)?paligemma_with_expert\.paligemma\."

@@ -17,5 +17,5 @@ GLUE_CLASSES = frozenset(
     }
 )
 INERT_CLASSES = frozenset({"Identity", "Dropout", "GELU", "SiLU"})
-GRAPH_LEAVES = frozenset({"Embedding", "Linear", "LayerNorm", "Conv2d", "SiglipEmbeddings", "MultiModalProjector"})  # realised inside the graph's own code
+GRAPH_LEAVES = frozenset({"Embedding", "Linear", "LayerNorm", "Conv2d", "MultiModalProjector"})  # realised inside the graph's own code
 UNUSED_CLASSES: frozenset[str] = frozenset()
