@@ -69,6 +69,9 @@ def test_native_token_ids_equal_python_for_every_suite_instruction(tiny_run):  #
             want = build_prompt_ids(tok, text)
             got = policy.native_prompt_ids(text).tolist()
             assert got == want, f"{text!r}: native {got} != python {want}"
+        # the tiny character vocabulary has no byte tokens: Python writes <unk>, the library refuses in one line
+        with pytest.raises(runtime.NativeError, match="cannot encode"):
+            policy.native_prompt_ids("put the crème on the plate")
 
 
 def test_predict_text_equals_predict_ids(tiny_run):  # noqa: F811
@@ -365,3 +368,42 @@ def _llama_trunk(src, out) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def test_a_sentencepiece_checkpoint_tokenises_as_sentencepiece(tiny_run, tmp_path):  # noqa: F811
+    """The OpenVLA family ships tokenizer.model: a small BPE SentencePiece with byte fallback, as LLaMA-2's is."""
+    import shutil
+
+    from conftest import require
+
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        spm = None
+    require(spm is not None, "the sentencepiece package (reads tokenizer.model)")
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel.ggufio import convert
+    from omnimodel.models.tokenizer import PROMPT_TEMPLATE
+
+    corpus = tmp_path / "corpus.txt"
+    instructions = _suite_instructions()
+    corpus.write_text("\n".join(PROMPT_TEMPLATE.format(instruction=t.lower()) for t in instructions * 5))
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_run / "ckpt", ckpt)
+    (ckpt / "tokenizer.json").unlink()
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(ckpt / "tokenizer"), vocab_size=300, model_type="bpe", byte_fallback=True,
+        character_coverage=1.0, minloglevel=2, split_digits=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+    )  # fmt: skip
+    sp = spm.SentencePieceProcessor(model_file=str(ckpt / "tokenizer.model"))
+    src = convert.load_source(ckpt)
+    assert src.tokenizer["tokenizer.ggml.tokens"][512] == "<PAD>"  # added_tokens.json, past the 300 pieces
+    convert.convert(src, tmp_path / "sp.gguf", "f32", metadata=runtime_metadata(src.config, src.stats))
+    space = sp.piece_to_id("\u2581")
+    with runtime.NativePolicy(tiny_run / "build" / runtime.LIBRARY, tmp_path / "sp.gguf") as policy:
+        for text in (*instructions, *EXTRA_INSTRUCTIONS, "Café CRÈME — Über 10 °C, ΣΟΦΊΑ", "Put the CRÈME BRÛLÉE on the plate"):
+            want = [1, *sp.encode(PROMPT_TEMPLATE.format(instruction=text.lower()))]
+            want += [space] if want[-1] != space else []
+            got = policy.native_prompt_ids(text).tolist()
+            assert got == want, f"{text!r}: native {got} != sentencepiece {want}"

@@ -61,16 +61,26 @@ def tokenizer_metadata(ckpt_dir: Path) -> dict[str, Any]:
 
 
 def pad_to(meta: dict[str, Any], n_rows: int) -> dict[str, Any]:
-    """The token arrays padded to the embedding's rows with "[PADi]" UNUSED tokens, as the converter pads."""
+    """The token arrays padded to the embedding's rows with UNUSED "[PAD<id>]" tokens, as llama.cpp's converter pads."""
     tokens = meta.get(K.LIST, [])
     if not isinstance(tokens, list) or not tokens or len(tokens) >= n_rows:
         return meta
-    extra = n_rows - len(tokens)
     out = dict(meta)
-    out[K.LIST] = [*tokens, *(f"[PAD{i}]" for i in range(1, extra + 1))]
-    out[K.SCORES] = [*meta[K.SCORES], *([_ADDED_SCORE] * extra)]
-    out[K.TOKEN_TYPE] = [*meta[K.TOKEN_TYPE], *([int(T.UNUSED)] * extra)]
+    out[K.LIST], out[K.SCORES], out[K.TOKEN_TYPE] = (
+        list(tokens),
+        list(meta[K.SCORES]),
+        list(meta[K.TOKEN_TYPE]),
+    )
+    _pad(out[K.LIST], out[K.SCORES], out[K.TOKEN_TYPE], n_rows)
     return out
+
+
+def _pad(tokens: list, scores: list, types: list, n: int) -> None:
+    """Grow the arrays to `n` with UNUSED "[PAD<id>]" tokens (the id keeps each text unique)."""
+    for i in range(len(tokens), n):
+        tokens.append(f"[PAD{i}]")
+        scores.append(_ADDED_SCORE)
+        types.append(int(T.UNUSED))
 
 
 def _special_tokens(ckpt_dir: Path, tokens: list[str]) -> dict[str, Any]:
@@ -133,16 +143,12 @@ def _sentencepiece_vocab(ckpt_dir: Path) -> tuple[list[str], list[float], list[i
     added = ckpt_dir / "added_tokens.json"
     if added.is_file():
         for text, tid in sorted(json.loads(added.read_text()).items(), key=lambda kv: kv[1]):
-            if tid == len(tokens):
-                tokens.append(text)
-                scores.append(_ADDED_SCORE)
-                types.append(T.USER_DEFINED)
-            elif tid < len(tokens):
-                tokens[tid], scores[tid], types[tid] = text, _ADDED_SCORE, T.USER_DEFINED
-            else:
-                raise CheckpointError(
-                    f"{added}: token {text!r} has id {tid}, past the vocabulary end {len(tokens)}"
-                )
+            if not isinstance(tid, int) or not 0 <= tid <= 1 << 22:
+                raise CheckpointError(f"{added}: token {text!r} has id {tid!r}, not a vocabulary id")
+            _pad(
+                tokens, scores, types, tid + 1
+            )  # ids past the model's pieces: "[PAD<id>]" up to it, as the converter does
+            tokens[tid], scores[tid], types[tid] = text, _ADDED_SCORE, T.USER_DEFINED
     _mark_special_added(ckpt_dir, tokens, types)
     return tokens, scores, types
 

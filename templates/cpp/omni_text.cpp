@@ -10,7 +10,6 @@
 
 #include "llama.h"
 
-#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -118,6 +117,25 @@ static llama_model * load_vocab(const std::string & path) {
     return m;
 }
 
+// llama.cpp's Unicode tables (src/unicode.h; compiled into libllama.a, not in its public header).
+uint32_t              unicode_tolower(uint32_t cpt);
+std::vector<uint32_t> unicode_cpts_from_utf8(const std::string & utf8);
+std::string           unicode_cpt_to_utf8(uint32_t cpt);
+
+// Python's str.lower() for every code point with a one-code-point lower case (all but a handful).
+static std::string lower_utf8(const std::string & s) {
+    std::vector<uint32_t> cpts;
+    try {
+        cpts = unicode_cpts_from_utf8(s);
+    } catch (const std::exception &) {
+        throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: the instruction is not valid UTF-8");
+    }
+    std::string out;
+    out.reserve(s.size());
+    for (uint32_t c : cpts) out += unicode_cpt_to_utf8(unicode_tolower(c));
+    return out;
+}
+
 omni_text * omni_text_load(const omni_core & C, int n_vocab) {
     if (gguf_find_key(C.gguf, KEY_TOKENS) < 0) return nullptr;
     const int64_t n = check_tokenizer_keys(C.gguf);
@@ -145,10 +163,7 @@ std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruct
     if (!instruction) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: instruction is NULL");
     std::string inst = instruction;
     if (inst.size() > MAX_TEXT_BYTES) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: instruction longer than 64 KiB");
-    if (T.lowercase) {
-        // ASCII only: the Python side's str.lower() also folds non-ASCII letters
-        for (char & c : inst) c = (char) std::tolower((unsigned char) c);
-    }
+    if (T.lowercase) inst = lower_utf8(inst);
     std::string text = T.tmpl;
     text.replace(text.find(PLACEHOLDER), std::strlen(PLACEHOLDER), inst);
     std::vector<int32_t> ids(text.size() + 8);
