@@ -402,7 +402,12 @@ def test_a_sentencepiece_checkpoint_tokenises_as_sentencepiece(tiny_run, tmp_pat
     convert.convert(src, tmp_path / "sp.gguf", "f32", metadata=runtime_metadata(src.config, src.stats))
     space = sp.piece_to_id("\u2581")
     with runtime.NativePolicy(tiny_run / "build" / runtime.LIBRARY, tmp_path / "sp.gguf") as policy:
-        for text in (*instructions, *EXTRA_INSTRUCTIONS, "Café CRÈME — Über 10 °C, ΣΟΦΊΑ", "Put the CRÈME BRÛLÉE on the plate"):
+        for text in (
+            *instructions,
+            *EXTRA_INSTRUCTIONS,
+            "Café CRÈME — Über 10 °C, ΣΟΦΊΑ",
+            "Put the CRÈME BRÛLÉE on the plate",
+        ):
             want = [1, *sp.encode(PROMPT_TEMPLATE.format(instruction=text.lower()))]
             want += [space] if want[-1] != space else []
             got = policy.native_prompt_ids(text).tolist()
