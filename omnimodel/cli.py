@@ -45,12 +45,18 @@ def zoo_make(
     preset: str = typer.Argument(..., help="Preset name (`omnimodel archs` lists them)."),
     out_dir: Path = typer.Argument(..., help="Directory to write the checkpoint into."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
+    sets: list[str] | None = typer.Option(
+        None, "--set", help="Custom size: KEY=VALUE in config.json, e.g. text_config.num_hidden_layers=4 (repeatable)."
+    ),
 ) -> None:
     """Write a deterministic random-init checkpoint of a preset in its architecture's released layout."""
     from omnimodel import archs
 
-    path = archs.for_preset(preset).make_checkpoint(preset, out_dir, seed=seed)
-    console.print(f"wrote {preset} checkpoint to {path}")
+    arch = archs.for_preset(preset)
+    if sets and not arch.takes_sets():
+        raise ConfigError(f"zoo make --set: the {arch.name} presets take no custom sizes yet; drop --set")
+    path = arch.make_checkpoint(preset, out_dir, seed=seed, **({"sets": tuple(sets)} if sets else {}))
+    console.print(f"wrote {preset} checkpoint to {path}" + (f" ({', '.join(sets)})" if sets else ""))
 
 
 @zoo_app.command("info")

@@ -48,8 +48,18 @@ class Arch(ABC):
         """A PyTorch policy with `predict_action`, `prepare`, `model` and `stats`."""
 
     @abstractmethod
-    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
-        """Write a preset with deterministic random weights in the released layout."""
+    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0, sets: tuple[str, ...] = ()) -> Path:
+        """Write a preset with deterministic random weights in the released layout.
+
+        `sets` are `key=value` edits of the preset's config.json (custom sizes, docs/presets.md);
+        an arch that takes none leaves the parameter out and `zoo make --set` says so.
+        """
+
+    def takes_sets(self) -> bool:
+        """Whether `zoo make --set` works for this arch (its make_checkpoint takes `sets`)."""
+        import inspect
+
+        return "sets" in inspect.signature(self.make_checkpoint).parameters
 
     @abstractmethod
     def model_info(self, target: str) -> Any:
@@ -207,8 +217,18 @@ class PackageArch(Arch):
     def load_policy(self, ckpt: Path, **kwargs) -> Any:
         return self._call("policy", "load_policy", ckpt, **kwargs)
 
-    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0) -> Path:
+    def make_checkpoint(self, preset: str, out_dir: Path, seed: int = 0, sets: tuple[str, ...] = ()) -> Path:
+        if sets:  # only a package whose zoo takes `sets` is asked with them (the CLI checks first)
+            return self._call("zoo", "make_checkpoint", preset, out_dir, seed=seed, sets=tuple(sets))
         return self._call("zoo", "make_checkpoint", preset, out_dir, seed=seed)
+
+    def takes_sets(self) -> bool:
+        import inspect
+
+        if not super().takes_sets():
+            return False  # the arch overrides make_checkpoint without custom sizes
+        fn = getattr(self._module("zoo"), "make_checkpoint", None)
+        return fn is not None and "sets" in inspect.signature(fn).parameters
 
     def model_info(self, target: str) -> Any:
         return self._call("zoo", "info", target)

@@ -25,6 +25,11 @@ MAX_IMAGE = 4096
 _FIX = "fix config.json or re-download"
 
 
+def _fix(source: str) -> str:
+    """What the user changes: the checkpoint's config.json, or a `zoo make --set` value."""
+    return "fix the --set value" if source == "--set" else _FIX
+
+
 @dataclass(frozen=True)
 class Field:
     """One config key: its type (int, float, bool, str), an inclusive range, whether it may be absent or null."""
@@ -42,7 +47,7 @@ def fail(source: str, key: str, value: Any, expected: str) -> ConfigError:
     text = repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
-    return ConfigError(f"{source}: {key} = {text}: expected {expected}; {_FIX}")
+    return ConfigError(f"{source}: {key} = {text}: expected {expected}; {_fix(source)}")
 
 
 def _describe(f: Field) -> str:
@@ -105,14 +110,14 @@ def check_section(
         for key in section:
             if key not in known:
                 raise ConfigError(
-                    f"{source}: unknown key {prefix}{key}: expected one of {', '.join(sorted(known))}; {_FIX}"
+                    f"{source}: unknown key {prefix}{key}: expected one of {', '.join(sorted(known))}; {_fix(source)}"
                 )
     out = {}
     for f in fields:
         if f.key not in section:
             if f.optional:
                 continue
-            raise ConfigError(f"{source}: {prefix}{f.key} missing: expected {_describe(f)}; {_FIX}")
+            raise ConfigError(f"{source}: {prefix}{f.key} missing: expected {_describe(f)}; {_fix(source)}")
         out[f.key] = check_value(source, prefix + f.key, section[f.key], f)
     return out
 
@@ -120,12 +125,12 @@ def check_section(
 def check_divides(source: str, key: str, value: int, by_key: str, by: int) -> None:
     """`value` must be a multiple of `by` (e.g. hidden_size of num_attention_heads)."""
     if by <= 0 or value % by:
-        raise ConfigError(f"{source}: {key} = {value} is not divisible by {by_key} = {by}; {_FIX}")
+        raise ConfigError(f"{source}: {key} = {value} is not divisible by {by_key} = {by}; {_fix(source)}")
 
 
 def check_count_matches(source: str, key: str, declared: int, found: int, what: str) -> None:
     """A layer count in the config must match what the weights hold (`found` distinct indices)."""
     if declared != found:
         raise ConfigError(
-            f"{source}: {key} = {declared} but the checkpoint's tensor names hold {found} {what}; {_FIX}"
+            f"{source}: {key} = {declared} but the checkpoint's tensor names hold {found} {what}; {_fix(source)}"
         )

@@ -38,9 +38,11 @@ class OpenVLAArch(PrismaticArch):
         # OpenVLA-OFT writes the same model_type; its side files (or its own preset name) tell it apart.
         if config_json.get("model_type") != "openvla":
             return False
+        from omnimodel import archs
+
         own = config_json.get("omnimodel_preset")
-        if own is not None:
-            return own in self.presets()
+        if any(own in a.presets() for a in archs.registry().values()):
+            return own in self.presets()  # a custom name (`zoo make --set omnimodel_preset=...`) falls through
         return not any(
             "checkpoint" in p.name and any(s in p.name for s in _OFT_SIDE_FILES) for p in Path(ckpt).iterdir()
         )

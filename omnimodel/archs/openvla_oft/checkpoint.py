@@ -95,7 +95,7 @@ def config_to_json(cfg: OpenVLAOFTConfig) -> dict:
         "torch_dtype": "bfloat16",
         "transformers_version": "4.40.1",
     }
-    if any(t not in KNOWN_TOWERS for t in out["timm_model_ids"]):
+    if any(KNOWN_TOWERS.get(t.timm_id) != t for t in (cfg.dino, cfg.siglip)):  # sizes a timm id does not imply
         out["omnimodel_towers"] = [vars(cfg.dino), vars(cfg.siglip)]
     out["omnimodel_preset"] = cfg.name
     return out
@@ -132,6 +132,14 @@ _TOP_CHECKS = (
     Field("pad_token_id", int, 0, MAX_VOCAB, optional=True),
     Field("omnimodel_preset", str, optional=True),
 )
+
+
+def editable_config_json(cfg: OpenVLAOFTConfig) -> dict:
+    """config.json with every size spelled out (towers and LLaMA defaults too): what `zoo make --set` edits."""
+    out = config_to_json(cfg)
+    out["omnimodel_towers"] = [dict(vars(cfg.dino)), dict(vars(cfg.siglip))]
+    out["text_config"].update({hf: getattr(cfg, ours) for hf, ours in _TEXT_FIELDS.items()})
+    return out
 
 
 def _tower_from_json(source: str, key: str, raw: object) -> TowerConfig:

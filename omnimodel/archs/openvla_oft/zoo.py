@@ -6,8 +6,14 @@ from pathlib import Path
 
 import torch
 
-from omnimodel.archs.openvla_oft.checkpoint import read_config, write_checkpoint
-from omnimodel.archs.openvla_oft.model import PRESETS, OpenVLAOFT, init_weights, preset
+from omnimodel.archs.openvla_oft.checkpoint import (
+    config_from_json,
+    editable_config_json,
+    read_config,
+    write_checkpoint,
+)
+from omnimodel.archs.openvla_oft.model import PRESETS, OpenVLAOFT, OpenVLAOFTConfig, init_weights, preset
+from omnimodel.archs.overrides import SOURCE, apply_sets
 from omnimodel.atomic import atomic_dir
 from omnimodel.errors import ConfigError
 from omnimodel.models.tokenizer import build_char_tokenizer, save_tokenizer_files
@@ -26,9 +32,9 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "zoo"  # package data: trained p
 SHIPPED = ("openvla-oft-tiny-suite",)
 
 
-def build_random_model(name: str, seed: int = 0) -> OpenVLAOFT:
-    """A preset model with deterministic weights rounded to bfloat16 (what the checkpoint stores)."""
-    model = OpenVLAOFT(preset(name))
+def build_random_model(name: str | OpenVLAOFTConfig, seed: int = 0) -> OpenVLAOFT:
+    """A preset (or config) model with deterministic weights rounded to bfloat16 (what the checkpoint stores)."""
+    model = OpenVLAOFT(preset(name) if isinstance(name, str) else name)
     init_weights(model, seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -36,12 +42,19 @@ def build_random_model(name: str, seed: int = 0) -> OpenVLAOFT:
     return model.eval()
 
 
-def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write preset `name` with random weights to `out_dir` in the released layout (atomically)."""
+def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0, sets: tuple[str, ...] = ()) -> Path:
+    """Write preset `name` with random weights to `out_dir` in the released layout (atomically).
+
+    `sets` edit the preset's config.json first (`text_config.num_hidden_layers=4`,
+    `omnimodel_towers.1.depth=6`); the result is checked as a checkpoint's config.json is.
+    """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     out_dir = Path(out_dir)
-    model = build_random_model(name, seed)
+    cfg = preset(name)
+    if sets:
+        cfg = config_from_json(apply_sets(editable_config_json(cfg), sets), SOURCE)
+    model = build_random_model(cfg, seed)
     cfg = model.cfg
     # A 7B-shaped random checkpoint has no LLaMA tokenizer here; a character tokenizer of the same
     # vocabulary size keeps every id in range.
