@@ -109,3 +109,21 @@ def test_local_sandbox_without_build_tools_fails_before_the_run_dir(tmp_path):
     lines = _error_lines(res)
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert "needs cmake and a C++ compiler" in lines[0] and not run.exists()
+
+
+def test_a_port_failing_after_the_converter_leaves_no_valid_looking_gguf(tmp_path):
+    skills = tmp_path / "skills"
+    shutil.copytree(REPO / "skills", skills)
+    with (skills / "proprio_projector" / "template.cpp.j2").open("a") as f:
+        f.write("{{ no_such_variable }}\n")  # valid Jinja2, so the skill loads; the designer cannot render it
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", "--skills-dir", str(skills), "--out", str(run), cwd=tmp_path)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert not (run / "model.gguf").exists() and (run / "model.gguf.failed").stat().st_size > 0
+    reason = (run / "FAILED").read_text().strip()
+    assert reason.startswith("designer: skill proprio_projector: template does not render") and "{" not in reason, reason
+    assert reason.endswith("(model.gguf renamed model.gguf.failed)"), reason
+    out = res.stderr
+    assert "✓ converter" in out and "✗ designer" in out and "✓ designer" not in out and "Traceback" not in out
+    errors = [ln for ln in _error_lines(res) if ln.startswith("error: ")]
+    assert errors == [f"error: {reason}"], errors
