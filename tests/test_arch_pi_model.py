@@ -255,7 +255,7 @@ def test_legacy_stats_buffers(tmp_path, tiny_ckpts):
     tensors["unnormalize_outputs.buffer_action.mean"] = torch.arange(7.0)
     tensors["unnormalize_outputs.buffer_action.std"] = torch.full((7,), 2.0)
     save_file(tensors, str(path / "model.safetensors"))
-    stats = archs.get("pi0").read_stats(path)
+    stats = ck.read_stats(path).to_dict()
     assert stats["state"]["mean"] == list(range(8)) and stats["action"]["std"] == [2.0] * 7
 
 
@@ -288,7 +288,7 @@ def test_parity_with_lerobot_saved_checkpoint(tmp_path, kind):
     ):
         err = np.abs(ours.numpy() - theirs).max()
         assert err < 1e-5, f"{kind} {name} vs LeRobot 0.6.1: max abs err {err:.3g} (threshold 1e-5)"
-    stats = archs.get(kind).read_stats(path)
+    stats = ck.read_stats(path).to_dict()
     assert len(stats["state"]["q01"]) == 8 and len(stats["action"]["mean"]) == 7
 
 
@@ -624,3 +624,20 @@ def test_openpi_full_size_config_from_weights(tmp_path):
     _edit_config(bad, paligemma_variant="gemma_7b")
     with pytest.raises(ConfigError, match="paligemma_variant"):
         archs.get("pi05").read_config(bad)
+
+
+def test_zoo_make_with_custom_sizes(tmp_path):
+    path = archs.get("pi05").make_checkpoint(
+        "pi05-tiny",
+        tmp_path / "c",
+        sets=("omnimodel_sizes.llm.depth=2", "omnimodel_sizes.expert.depth=2", "chunk_size=4"),
+    )
+    cfg = archs.get("pi05").read_config(path)
+    assert (cfg.llm.depth, cfg.expert.depth, cfg.chunk, cfg.llm.width) == (2, 2, 4, 512)
+    assert archs.get("pi05").load_model(path).cfg == cfg
+    with pytest.raises(
+        ConfigError, match=r"^--set: omnimodel_sizes.expert.depth = 3: expected 2 like the LLM"
+    ):
+        archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "d", sets=("omnimodel_sizes.llm.depth=2",))
+    with pytest.raises(ConfigError, match="not a settable key"):
+        archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "e", sets=("type=pi0",))

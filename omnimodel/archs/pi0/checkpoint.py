@@ -195,7 +195,12 @@ def _sizes(source: str, raw: dict) -> tuple[SiglipConfig, GemmaConfig, GemmaConf
         )
         check_divides(source, f"omnimodel_sizes.{k}.head_dim", d["head_dim"], "2 (RoPE halves)", 2)
     check_divides(source, "omnimodel_sizes.expert.width", g[1]["width"], "2 (time embedding halves)", 2)
-    for key in ("heads", "kv_heads", "head_dim"):
+    for key in (
+        "depth",
+        "heads",
+        "kv_heads",
+        "head_dim",
+    ):  # the stacks run layer by layer through one attention
         if g[0][key] != g[1][key]:
             raise fail(
                 source,
@@ -596,9 +601,16 @@ def _feature(kind: str, shape: list[int]) -> dict:
 
 
 def config_to_json(
-    cfg: PiConfig, state_dim: int = 8, action_dim: int = 7, image_keys: tuple[str, ...] = ()
+    cfg: PiConfig,
+    state_dim: int = 8,
+    action_dim: int = 7,
+    image_keys: tuple[str, ...] = (),
+    sizes: bool = False,
 ) -> dict:
-    """LeRobot's PI0Config / PI05Config fields for `cfg`, plus our preset name and every size."""
+    """LeRobot's PI0Config / PI05Config fields for `cfg`, plus our preset name and (unless released sizes) every size.
+
+    `sizes` writes `omnimodel_sizes` even for the released sizes (for editing them).
+    """
     keys = image_keys or ("observation.images.image", "observation.images.image2")
     keys = keys[: cfg.num_cameras]
     res = [cfg.vision.image, cfg.vision.image]
@@ -665,7 +677,7 @@ def config_to_json(
         "scheduler_decay_lr": 2.5e-06,
         "omnimodel_preset": cfg.name,
     }
-    if not real:
+    if sizes or not real:
         out["omnimodel_sizes"] = {
             "vision": {
                 k: getattr(cfg.vision, k) for k in ("width", "depth", "heads", "mlp", "patch", "image")

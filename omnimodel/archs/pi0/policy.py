@@ -205,6 +205,11 @@ class TorchPolicy:
                 raise CheckpointError("this policy needs the robot state")
             _needs(self.stats.state, spec.state_mode, "state", self.stats.source)
             raw = np.asarray(state, dtype=np.float64).reshape(-1)
+            width = len(next(iter(self.stats.state.values())))
+            if len(raw) != width:
+                raise CheckpointError(
+                    f"the state has {len(raw)} dims but {self.stats.source} holds statistics for {width}"
+                )
             norm_state = normalize(raw, self.stats.state, spec.state_mode, spec.eps, spec.origin == "openpi")
         bins = discretize_state(norm_state) if spec.state_in_prompt else None
         text = prompt_text(instruction, bins, clean=spec.clean_task)

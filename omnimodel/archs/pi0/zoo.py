@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,8 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from omnimodel.archs.pi0.checkpoint import Stats, read_config, write_checkpoint
-from omnimodel.archs.pi0.model import PI0, PRESETS, AdaRMSNorm, RMSNorm, count_parameters, preset
+from omnimodel.archs.pi0.checkpoint import (
+    Stats,
+    config_from_json,
+    config_to_json,
+    read_config,
+    write_checkpoint,
+)
+from omnimodel.archs.pi0.model import PI0, PRESETS, AdaRMSNorm, PiConfig, RMSNorm, count_parameters, preset
 from omnimodel.archs.pi0.tokenizer import build_char_tokenizer, save_tokenizer_files
 from omnimodel.atomic import atomic_dir
 from omnimodel.errors import ConfigError
@@ -49,13 +56,13 @@ def init_weights(model: PI0, seed: int = 0) -> None:
                 p.copy_(noise / math.sqrt(p[0].numel()))
 
 
-def build_random_model(name: str, seed: int = 0) -> PI0:
-    """A preset model with deterministic weights: fp32 for the tiny presets, bf16 for the full-size ones.
+def build_random_model(name: str, seed: int = 0, cfg: PiConfig | None = None) -> PI0:
+    """A preset model (or `cfg`, a preset with custom sizes) with deterministic weights.
 
-    Full-size models are built on the meta device and materialised in bf16 (6.7 GB, not 13.4), the
-    weights drawn in fp32 and rounded on copy, exactly what their checkpoint stores.
+    fp32 for the tiny presets; the full-size ones are built on the meta device and materialised in
+    bf16 (6.7 GB, not 13.4), the weights drawn in fp32 and rounded on copy, as their checkpoint stores.
     """
-    cfg = preset(name)
+    cfg = cfg or preset(name)
     if name in TINY:
         model = PI0(cfg)
     else:
@@ -64,6 +71,33 @@ def build_random_model(name: str, seed: int = 0) -> PI0:
         model = model.to_empty(device="cpu")
     init_weights(model, seed)
     return model.eval()
+
+
+def config_with_sets(name: str, sets: tuple[str, ...]) -> PiConfig:
+    """Preset `name` with `KEY=VALUE` edits of its config.json (`omnimodel_sizes.llm.depth=4`, `chunk_size=20`).
+
+    Values are JSON (else strings); the edited config goes through the same checks as a checkpoint's.
+    """
+    base = preset(name)
+    raw = config_to_json(base, sizes=True)
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. omnimodel_sizes.llm.depth=4")
+        node, parts = raw, key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(
+                    f"--set {key}: {name}'s config.json has no section {part!r}; fix the --set key"
+                )
+            node = node[part]
+        if parts[-1] not in node or key in ("type", "omnimodel_preset"):
+            raise ConfigError(f"--set {key}: not a settable key of {name}'s config.json; fix the --set key")
+        try:
+            node[parts[-1]] = json.loads(value)
+        except ValueError:
+            node[parts[-1]] = value
+    return config_from_json(raw, "--set")
 
 
 def random_stats(
@@ -86,12 +120,12 @@ def random_stats(
     return Stats(state=block(state_dim), action=block(action_dim), source="random")
 
 
-def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0) -> Path:
-    """Write preset `name` with random weights to `out_dir` in LeRobot's layout (atomically)."""
+def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0, sets: tuple[str, ...] = ()) -> Path:
+    """Write preset `name` (with `sets` edits of its config.json) with random weights in LeRobot's layout, atomically."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
     out_dir = Path(out_dir)
-    model = build_random_model(name, seed)
+    model = build_random_model(name, seed, config_with_sets(name, sets) if sets else None)
     cfg = model.cfg
     tok = build_char_tokenizer(cfg.vocab)
     with atomic_dir(out_dir) as tmp:
