@@ -641,3 +641,19 @@ def test_zoo_make_with_custom_sizes(tmp_path):
         archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "d", sets=("omnimodel_sizes.llm.depth=2",))
     with pytest.raises(ConfigError, match="not a settable key"):
         archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "e", sets=("type=pi0",))
+
+
+@pytest.mark.parametrize("name, prefix", [("pi05", 968), ("pi0", 816)])
+def test_full_size_shapes_on_meta(name, prefix):
+    """The released sizes run end to end on the meta device (no memory): 3x256 image + 200/48 text slots."""
+    cfg = PRESETS[name]
+    with torch.device("meta"):
+        model = PI0(cfg)
+        images = [torch.zeros(1, 3, 224, 224) for _ in range(3)]
+        masks = [torch.ones(1, dtype=torch.bool)] * 3
+        tokens = torch.zeros(1, cfg.max_token_len, dtype=torch.long)
+        tmask = torch.ones(1, cfg.max_token_len, dtype=torch.bool)
+        cache = model.prefix_pass(images, masks, tokens, tmask)
+        v = model.denoise_step(cache, torch.zeros(1, 32), torch.zeros(1, cfg.chunk, 32), torch.ones(1))
+    assert len(cache.kv) == 18 and tuple(cache.kv[0].k.shape) == (1, 1, prefix, 256)
+    assert tuple(v.shape) == (1, cfg.chunk, 32)
