@@ -85,7 +85,8 @@ def check_inputs(model: str, checkpoint: str | None, quant: str, calib: str | No
     ckpt = Path(checkpoint) if checkpoint else bundled_checkpoint(model)
     if not (ckpt / "config.json").exists():
         raise CheckpointError(f"{ckpt}: no config.json; pass --checkpoint a checkpoint directory")
-    archs.resolve(model, ckpt)  # the checkpoint is this arch's, or the error names its arch
+    arch = archs.resolve(model, ckpt)  # the checkpoint is this arch's, or the error names its arch
+    arch.read_config(ckpt)  # every config.json field checked (one ConfigError line) before the run dir exists
     return ckpt, spec
 
 

@@ -127,3 +127,27 @@ def test_a_port_failing_after_the_converter_leaves_no_valid_looking_gguf(tmp_pat
     assert "✓ converter" in out and "✗ designer" in out and "✓ designer" not in out and "Traceback" not in out
     errors = [ln for ln in _error_lines(res) if ln.startswith("error: ")]
     assert errors == [f"error: {reason}"], errors
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("num_hidden_layers", 10_000_000, "text_config.num_hidden_layers = 10000000: expected an integer in [1, 1024]"),
+        ("num_attention_heads", 0, "text_config.num_attention_heads = 0: expected an integer in [1, 1024]"),
+    ],
+)
+def test_bad_config_json_is_refused_before_the_run_dir(tmp_path, key, value, needle):
+    import json
+
+    from omnimodel.port import bundled_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(bundled_checkpoint("openvla-oft"), ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["text_config"][key] = value
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", "--checkpoint", str(ckpt), "--out", str(run), cwd=tmp_path)
+    lines = _error_lines(res)
+    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
+    assert lines[0].startswith(f"error: {ckpt / 'config.json'}: ") and not run.exists()
