@@ -277,7 +277,7 @@ def load_policy(ckpt: Path, sizes: str = "auto"):
     except RuntimeError as exc:
         hint = "" if resized else " (a LeRobot-written tiny checkpoint needs --sizes tiny)"
         raise SystemExit(
-            f"lerobot_pi: {ckpt} does not load strictly into {type(policy).__name__}{hint}: {exc}"
+            f"lerobot_pi: {ckpt} does not load strictly into {type(policy).__name__}{hint}: {str(exc)[:800]}"
         ) from exc
     policy.to(torch.float32).eval()
     return policy
