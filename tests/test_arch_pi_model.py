@@ -657,3 +657,20 @@ def test_full_size_shapes_on_meta(name, prefix):
         v = model.denoise_step(cache, torch.zeros(1, 32), torch.zeros(1, cfg.chunk, 32), torch.ones(1))
     assert len(cache.kv) == 18 and tuple(cache.kv[0].k.shape) == (1, 1, prefix, 256)
     assert tuple(v.shape) == (1, cfg.chunk, 32)
+
+
+def test_masked_camera_and_padding_change_nothing(tiny_models):
+    """Pitfalls 3, 4, 23: masked slots are never attended and take no positions (cumsum of valid - 1)."""
+    model = tiny_models["pi05-tiny"]
+    images, masks, tokens, tmask, _, noise = _inputs(model.cfg)
+    t = torch.full((1,), 0.8)
+    other_images = images[:2] + [torch.rand_like(images[2])]  # a different picture in the masked slot
+    other_tokens = torch.where(tmask, tokens, torch.full_like(tokens, 77))  # different ids in the padding
+    with torch.no_grad():
+        v = model.denoise_step(model.prefix_pass(images, masks, tokens, tmask), None, noise, t)
+        w = model.denoise_step(model.prefix_pass(other_images, masks, other_tokens, tmask), None, noise, t)
+    assert torch.equal(v, w)
+    emb, pad, _ = model.embed_prefix(images, masks, tokens, tmask)
+    positions = torch.cumsum(pad.long(), 1) - 1
+    n = model.cfg.vision.n_patches
+    assert positions[0, 3 * n].item() == 2 * n  # the first text token follows the two real cameras
