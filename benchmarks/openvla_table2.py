@@ -82,6 +82,9 @@ def run_torch(args, compiled: bool) -> dict:
     return row
 
 
+_SOURCE = {}
+
+
 def build_native(args, quant: str, root: Path) -> Path:
     from omnimodel import archs
     from omnimodel.codegen.build import build_project
@@ -91,7 +94,9 @@ def build_native(args, quant: str, root: Path) -> Path:
     arch = archs.get("openvla")
     run = root / f"native-{quant.replace(':', '_')}"
     run.mkdir(parents=True, exist_ok=True)
-    src = load_source(args.preset, seed=0)
+    if "src" not in _SOURCE:  # one random 7B model for every budget: its init costs more than a conversion
+        _SOURCE["src"] = load_source(args.preset, seed=0)
+    src = _SOURCE["src"]
     stats = next(iter(src.stats.values())) if src.stats and "action" not in src.stats else src.stats
     convert(src, run / "model.gguf", quant, metadata=arch.runtime_metadata(src.config, stats), device=args.device)
     render_project(run, choose_skills(arch.graph_skills()), arch)
@@ -170,6 +175,7 @@ def main() -> None:
             row = {"config": f"native-{q}-{split}", "n_gpu_layers": ngl, "build_s": build_s, **run_native(args, run, ngl)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+            _write(args, rows)  # a row at a time: a run cut short still leaves what it measured
             if args.device != "cuda":
                 break
         (run / "model.gguf").unlink()  # 15 GB at F16: keep the disk for the next budget
@@ -182,6 +188,10 @@ def main() -> None:
             continue
         ratio = f"{base['action_ms'] / r['action_ms']:.2f}x" if base else "-"
         print(f"{r['config']:<28}{r['prompt_ms'] or 0:>10.1f}{r['decode_ms'] or 0:>10.2f}{r['action_ms']:>16.1f}{ratio:>34}")
+    _write(args, rows)
+
+
+def _write(args, rows: list[dict]) -> None:
     if args.out:
         Path(args.out).write_text(json.dumps({"preset": args.preset, "device": args.device, "machine": os.uname().nodename,
                                               "prompt_ids": len(PROMPT_IDS), "rows": rows}, indent=2))
