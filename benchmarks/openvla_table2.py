@@ -74,9 +74,13 @@ def run_torch(args, compiled: bool) -> dict:
     prompt = [r[0] for r in runs]
     decode = [d for r in runs for d in r[1:]]
     total = [sum(r) for r in runs]
-    row = {"config": f"pytorch-{'bf16' if dtype == torch.bfloat16 else 'fp32'}-sdpa{'-compile' if compiled else ''}",
-           "prompt_ms": _median(prompt), "decode_ms": _median(decode), "action_ms": _median(total),
-           "seq_len": int(ids.shape[1]) + cfg.n_patch_tokens}
+    row = {
+        "config": f"pytorch-{'bf16' if dtype == torch.bfloat16 else 'fp32'}-sdpa{'-compile' if compiled else ''}",
+        "prompt_ms": _median(prompt),
+        "decode_ms": _median(decode),
+        "action_ms": _median(total),
+        "seq_len": int(ids.shape[1]) + cfg.n_patch_tokens,
+    }
     if device.type == "cuda":
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return row
@@ -98,7 +102,9 @@ def build_native(args, quant: str, root: Path) -> Path:
         _SOURCE["src"] = load_source(args.preset, seed=0)
     src = _SOURCE["src"]
     stats = next(iter(src.stats.values())) if src.stats and "action" not in src.stats else src.stats
-    convert(src, run / "model.gguf", quant, metadata=arch.runtime_metadata(src.config, stats), device=args.device)
+    convert(
+        src, run / "model.gguf", quant, metadata=arch.runtime_metadata(src.config, stats), device=args.device
+    )
     render_project(run, choose_skills(arch.graph_skills()), arch)
     build_project(run / "cpp", run / "build", sandbox=args.sandbox, backend=args.backend)
     return run
@@ -106,8 +112,19 @@ def build_native(args, quant: str, root: Path) -> Path:
 
 def run_native(args, run: Path, ngl: int) -> dict:
     cli = run / "build" / "policy_cli"
-    cmd = [str(cli), "bench", str(run / "model.gguf"), "-n", str(args.repeats), "--warmup", str(args.warmup),
-           "--threads", str(args.threads), "--ngl", str(ngl)]
+    cmd = [
+        str(cli),
+        "bench",
+        str(run / "model.gguf"),
+        "-n",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+        "--ngl",
+        str(ngl),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines or lines[-1].get("status") != "ok":
@@ -116,8 +133,13 @@ def run_native(args, run: Path, ngl: int) -> dict:
     stages = res.get("stages", [])
     prompt = [s["median_ms"] for s in stages if s["stage"] == "prompt"]
     decode = [s["median_ms"] for s in stages if s["stage"] == "decode"]
-    return {"prompt_ms": prompt[0] if prompt else None, "decode_ms": _median(decode), "n_decode": len(decode),
-            "action_ms": res["median_ms"], "gguf_bytes": (run / "model.gguf").stat().st_size}
+    return {
+        "prompt_ms": prompt[0] if prompt else None,
+        "decode_ms": _median(decode),
+        "n_decode": len(decode),
+        "action_ms": res["median_ms"],
+        "gguf_bytes": (run / "model.gguf").stat().st_size,
+    }
 
 
 def _child(argv: list[str]) -> dict:
@@ -135,7 +157,11 @@ def main() -> None:
     ap.add_argument("--backend", default=None, help="GGML backend (default: cuda on --device cuda)")
     ap.add_argument("--native", default="f16,q8_0,q4_k_m")
     ap.add_argument("--torch", default="eager,compile")
-    ap.add_argument("--splits", default="all,half", help="all: every layer on the GPU; half: half the LLaMA layers on the CPU")
+    ap.add_argument(
+        "--splits",
+        default="all,half",
+        help="all: every layer on the GPU; half: half the LLaMA layers on the CPU",
+    )
     ap.add_argument("--sandbox", default="auto")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--repeats", type=int, default=10)
@@ -151,8 +177,18 @@ def main() -> None:
     from omnimodel.archs.openvla.model import preset
 
     n_layer = preset(args.preset).layers
-    common = ["--preset", args.preset, "--device", args.device, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-              "--threads", str(args.threads)]
+    common = [
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+        "--repeats",
+        str(args.repeats),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
+    ]
     rows = []
     for mode in filter(None, args.torch.split(",")):
         row = _child([*common, "--one-torch", mode])
@@ -172,7 +208,12 @@ def main() -> None:
             ngl = -1 if split == "all" else n_layer // 2
             if args.device != "cuda":
                 ngl = 0
-            row = {"config": f"native-{q}-{split}", "n_gpu_layers": ngl, "build_s": build_s, **run_native(args, run, ngl)}
+            row = {
+                "config": f"native-{q}-{split}",
+                "n_gpu_layers": ngl,
+                "build_s": build_s,
+                **run_native(args, run, ngl),
+            }
             rows.append(row)
             print(json.dumps(row), flush=True)
             _write(args, rows)  # a row at a time: a run cut short still leaves what it measured
@@ -181,20 +222,34 @@ def main() -> None:
         (run / "model.gguf").unlink()  # 15 GB at F16: keep the disk for the next budget
     base = next((r for r in rows if r.get("config", "").startswith("pytorch") and r.get("action_ms")), None)
     print(f"\n{args.preset} on {args.device}: ms (median of {args.repeats})")
-    print(f"{'config':<28}{'prompt':>10}{'decode':>10}{'7-token action':>16}{'vs ' + (base['config'] if base else '-'):>34}")
+    print(
+        f"{'config':<28}{'prompt':>10}{'decode':>10}{'7-token action':>16}{'vs ' + (base['config'] if base else '-'):>34}"
+    )
     for r in rows:
         if not r.get("action_ms"):
             print(f"{r.get('config'):<28}  ERROR {r.get('error')}")
             continue
         ratio = f"{base['action_ms'] / r['action_ms']:.2f}x" if base else "-"
-        print(f"{r['config']:<28}{r['prompt_ms'] or 0:>10.1f}{r['decode_ms'] or 0:>10.2f}{r['action_ms']:>16.1f}{ratio:>34}")
+        print(
+            f"{r['config']:<28}{r['prompt_ms'] or 0:>10.1f}{r['decode_ms'] or 0:>10.2f}{r['action_ms']:>16.1f}{ratio:>34}"
+        )
     _write(args, rows)
 
 
 def _write(args, rows: list[dict]) -> None:
     if args.out:
-        Path(args.out).write_text(json.dumps({"preset": args.preset, "device": args.device, "machine": os.uname().nodename,
-                                              "prompt_ids": len(PROMPT_IDS), "rows": rows}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "preset": args.preset,
+                    "device": args.device,
+                    "machine": os.uname().nodename,
+                    "prompt_ids": len(PROMPT_IDS),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":
