@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from omnimodel.analysis import END_TO_END, read_reference
 from omnimodel.errors import PipelineError
@@ -58,6 +70,39 @@ def _build_and_run(state: PortState, run_dir: Path, ref_dir: Path, out_dir: Path
         else:
             result.run = res
     return result, box.name
+
+
+@contextmanager
+def native_progress(build_dir: Path, out_dir: Path, modules: list[str], console: Console | None = None) -> Iterator[None]:
+    """A transient progress line on stderr while the native build and validation run: build, then modules k/N.
+
+    The sandbox runs both in one call, so the phase is read from disk: the CLI binary appears when
+    the build is done, and the validator writes one `<module>.gguf` per module it has run.
+    """
+    console = console or Console(stderr=True)
+    if not console.is_terminal:  # a log gets the node lines only (rich would still print an empty line)
+        yield
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    stop = threading.Event()
+    started = time.time()
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("validator: building cpp/", total=None)
+
+        def poll() -> None:
+            while not stop.wait(0.25):
+                done = sum((out_dir / f"{m}.gguf").exists() for m in modules)
+                exe = build_dir / CLI
+                if done or (exe.exists() and exe.stat().st_mtime >= started - 1):
+                    progress.update(task, description="validator: modules", total=len(modules), completed=done)
+
+        watcher = threading.Thread(target=poll, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
 
 
 def validate_outputs(plan: Plan, ref_dir: Path, out_dir: Path, spec: QuantSpec) -> tuple[list[dict], dict]:
@@ -124,7 +169,9 @@ def validator(state: PortState) -> dict:
     out_dir = run_dir / "build" / "validate_out"
     for stale in [*out_dir.glob("*.gguf"), *out_dir.glob("*.json")]:
         stale.unlink()
-    result, sandbox_name = _build_and_run(state, run_dir, ref_dir, out_dir)
+    modules = [u["name"] for u in plan.units if (ref_dir / f"{u['name']}.gguf").exists()]
+    with native_progress(run_dir / "build", out_dir, modules):
+        result, sandbox_name = _build_and_run(state, run_dir, ref_dir, out_dir)
     validation = Validation(quant=str(spec), sandbox=sandbox_name, reference=str(ref_dir.relative_to(run_dir)))
     failed = result.failed_step()
     if failed and failed[0] in ("configure", "build"):
