@@ -111,6 +111,7 @@ def port(
     """Port a PyTorch policy to a native GGML build at numerical parity."""
     from omnimodel import port as port_mod
 
+    _show_progress("actquant_plugin")  # an ActQuant converter stage reports each of its stages (silent otherwise)
     if resume:
         opts = port_mod.resume_options(str(resume))
     else:
