@@ -1,13 +1,16 @@
 """π0 / π0.5 tiny presets against the upstream oracle: LeRobot 0.6.1 PI0Policy / PI05Policy, fp32, CPU.
 
-`omnimodel zoo make` writes the checkpoint; the same dir is loaded by LeRobot (its own venv, built once
-by tests/oracles/build_lerobot_venv.py, run through tests/oracles/lerobot_pi.py) and by ours; both run
-sample_actions on the same observation and noise. Compared: prefix embeddings, one denoise-step
-velocity at t=1 and the 10-step action chunk, by cosine and max abs difference.
+Both directions: `omnimodel zoo make` writes a checkpoint that LeRobot and ours load; LeRobot's own
+save_pretrained (+ its processor files) writes one that ours loads. LeRobot runs in its own venv
+(built once by tests/oracles/build_lerobot_venv.py, driven by tests/oracles/lerobot_pi.py); both
+sides run sample_actions on the same observation and noise. Compared: prefix embeddings, one
+denoise-step velocity at t=1 and the 10-step action chunk, by cosine and max abs difference.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,8 +20,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import require
+from safetensors.numpy import load_file
 
 from omnimodel import archs
+from omnimodel.archs.pi0 import checkpoint as ck
+from omnimodel.archs.pi0.model import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 ORACLES = REPO / "tests" / "oracles"
@@ -93,6 +99,7 @@ def _metrics(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.preset for c in CASES])
 def test_tiny_matches_lerobot(case: Case, lerobot_python: Path, tmp_path: Path) -> None:
+    """A `zoo make` dir, loaded unmodified by LeRobot and by ours, gives the same numbers."""
     ckpt, inputs, out = tmp_path / case.preset, tmp_path / "in.npz", tmp_path / "lerobot.npz"
     made = _omnimodel("zoo", "make", case.preset, str(ckpt))
     assert made.returncode == 0, made.stderr[-2000:]
@@ -103,18 +110,51 @@ def test_tiny_matches_lerobot(case: Case, lerobot_python: Path, tmp_path: Path) 
     ran = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert ran.returncode == 0 and out.exists(), f"LeRobot oracle failed on {ckpt}:\n{ran.stderr[-3000:]}"
     ref = dict(np.load(out))
-    ours = _ours(ckpt, case.arch, inputs)
+    _assert_close(case.preset, _ours(ckpt, case.arch, inputs), ref)
 
+
+def _assert_close(label: str, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    """Every compared tensor within COS_MIN / MAX_ABS; prints each observed value, fails naming the misses."""
     failures = []
     for name in ("prefix_embs", "v_t1", "actions"):
         assert ours[name].shape == ref[name].shape, (
             f"{name}: ours {ours[name].shape} vs LeRobot {ref[name].shape}"
         )
         cos, max_abs = _metrics(ours[name], ref[name])
-        line = (
-            f"{case.preset} {name}: cosine {cos:.8f} (>= {COS_MIN}), max abs {max_abs:.3e} (<= {MAX_ABS:g})"
-        )
+        line = f"{label} {name}: cosine {cos:.8f} (>= {COS_MIN}), max abs {max_abs:.3e} (<= {MAX_ABS:g})"
         print(line)
         if cos < COS_MIN or max_abs > MAX_ABS:
             failures.append(line)
     assert not failures, "vs LeRobot 0.6.1:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.preset for c in CASES])
+def test_lerobot_written_tiny_matches_ours(case: Case, lerobot_python: Path, tmp_path: Path) -> None:
+    """A dir from LeRobot's save_pretrained + processors loads in ours: weights, statistics, outputs."""
+    ckpt, out = tmp_path / case.arch, tmp_path / "lerobot.npz"
+    inputs = tmp_path / f"{case.arch}_inputs.npz"  # written by make-tiny beside the dir
+    oracle = [str(lerobot_python), str(ORACLES / "lerobot_pi.py")]
+    for args in (
+        ["make-tiny", case.arch, str(ckpt)],
+        ["run", str(ckpt), str(inputs), str(out), "--sizes", "tiny"],
+    ):
+        ran = subprocess.run([*oracle, *args], capture_output=True, text=True, timeout=900)
+        assert ran.returncode == 0, f"LeRobot oracle {args[0]} failed:\n{ran.stderr[-3000:]}"
+    ref = dict(np.load(out))
+
+    # LeRobot's config names only the released Gemma variants; the tiny sizes travel beside it.
+    ours_dir = tmp_path / f"{case.arch}-ours"
+    shutil.copytree(ckpt, ours_dir)
+    raw = json.loads((ours_dir / "config.json").read_text())
+    raw["omnimodel_sizes"] = ck.config_to_json(PRESETS[case.preset])["omnimodel_sizes"]
+    (ours_dir / "config.json").write_text(json.dumps(raw))
+    _assert_close(f"LeRobot-written {case.preset}", _ours(ours_dir, case.arch, inputs), ref)
+
+    (state_file,) = ckpt.glob("policy_preprocessor_step_*_normalizer_processor.safetensors")
+    theirs, stats = load_file(str(state_file)), ck.read_stats(ours_dir)
+    for part, feature in (("state", "observation.state"), ("action", "action")):
+        for stat, values in getattr(stats, part).items():
+            np.testing.assert_allclose(
+                values, theirs[f"{feature}.{stat}"], rtol=0, atol=0, err_msg=f"{feature}.{stat}"
+            )
+    assert set(stats.state) == {"mean", "std", "min", "max", "q01", "q99"}, sorted(stats.state)
