@@ -1,4 +1,4 @@
-"""The validator shows a transient progress line while the native build and validation run: build, then modules k/N."""
+"""Transient progress lines on a terminal: the validator (build, then modules k/N) and the converter (tensors k/N)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 from rich.console import Console
 
+from omnimodel.ggufio.convert import tensor_progress
 from omnimodel.graph.nodes.validator import CLI, native_progress
 
 
@@ -39,3 +40,16 @@ def test_nothing_off_a_terminal(tmp_path):
         (tmp_path / "m.gguf").write_text("")
         time.sleep(0.4)
     assert buf.getvalue() == ""
+
+
+def test_converter_counts_tensors_on_a_terminal_only():
+    buf = io.StringIO()
+    with tensor_progress(Console(file=buf, force_terminal=True, width=120)) as progress:
+        task = progress.add_task("converter: tensors", total=3)
+        progress.advance(task, 2)
+        progress.refresh()
+        assert "converter: tensors" in buf.getvalue() and "2/3" in buf.getvalue()
+    quiet = io.StringIO()
+    with tensor_progress(Console(file=quiet, force_terminal=False)) as progress:
+        progress.advance(progress.add_task("converter: tensors", total=3))
+    assert quiet.getvalue() == ""

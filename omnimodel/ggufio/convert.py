@@ -28,7 +28,8 @@ from typing import Any
 
 import gguf
 import torch
-from rich.progress import Progress
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from omnimodel.errors import CheckpointError, GGUFError
 from omnimodel.ggufio import names
@@ -176,6 +177,13 @@ class _LazyTransformed(Mapping):
         return len(self._tensors)
 
 
+def tensor_progress(console: Console | None = None) -> Progress:
+    """A transient `tensors k/N` bar on stderr; disabled off a terminal (a log gets no empty line)."""
+    console = console or Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+
+
 def convert(
     source: ModelSource | str | os.PathLike,
     out_path: str | os.PathLike,
@@ -215,8 +223,8 @@ def convert(
     types: dict[str, str] = {}
     fallbacks: dict[str, tuple[str, str]] = {}
     q_bits = q_n = 0
-    with Progress(transient=True) as progress:
-        task = progress.add_task("encoding", total=len(prepared))
+    with tensor_progress() as progress:
+        task = progress.add_task("converter: tensors", total=len(prepared))
         for name in prepared:
             w = prepared[name]
             if name in quantizable:
