@@ -25,12 +25,25 @@ from omnimodel import archs
 COS_F32 = 0.99999
 E2E_MAX_ABS_F32 = 1e-4
 ARCHS = ("pi05", "pi0")
-PI_SKILLS = ("siglip_encoder_layer", "gemma_decoder_layer", "ada_rms_norm", "flow_time_mlp", "flow_euler_denoise")
+PI_SKILLS = (
+    "siglip_encoder_layer",
+    "gemma_decoder_layer",
+    "ada_rms_norm",
+    "flow_time_mlp",
+    "flow_euler_denoise",
+)
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "400"}
-    return subprocess.run([sys.executable, "-m", "omnimodel.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=1500)
+    return subprocess.run(
+        [sys.executable, "-m", "omnimodel.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=1500,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +75,17 @@ def test_port_f32_every_module_at_parity(ported, name):
     vision = "paligemma_with_expert.paligemma.model.vision_tower.vision_model"
     llm = "paligemma_with_expert.paligemma.model.language_model"
     expert = "paligemma_with_expert.gemma_expert.model"
-    for want in (f"{vision}.embeddings", f"{vision}.encoder.layers.0", f"{vision}.encoder.layers.1",
-                 f"{llm}.layers.0.input_layernorm", f"{llm}.layers.0.mlp", f"{llm}.layers.1.post_attention_layernorm",
-                 f"{expert}.layers.0.input_layernorm", f"{expert}.layers.2.mlp", f"{expert}.norm"):
+    for want in (
+        f"{vision}.embeddings",
+        f"{vision}.encoder.layers.0",
+        f"{vision}.encoder.layers.1",
+        f"{llm}.layers.0.input_layernorm",
+        f"{llm}.layers.0.mlp",
+        f"{llm}.layers.1.post_attention_layernorm",
+        f"{expert}.layers.0.input_layernorm",
+        f"{expert}.layers.2.mlp",
+        f"{expert}.norm",
+    ):
         assert want in modules, f"{name}: {want} not validated ({sorted(modules)})"
     for module, m in modules.items():
         assert m["cosine"] is not None and m["cosine"] >= COS_F32, (
@@ -72,10 +93,14 @@ def test_port_f32_every_module_at_parity(ported, name):
         )
     e2e = validation["end_to_end"]
     assert e2e["passed"] and e2e["action_norm_cosine"] >= COS_F32, e2e
-    assert e2e["action_max_abs_err"] <= E2E_MAX_ABS_F32, f"{name}: end-to-end max abs {e2e['action_max_abs_err']} > {E2E_MAX_ABS_F32}"
+    assert e2e["action_max_abs_err"] <= E2E_MAX_ABS_F32, (
+        f"{name}: end-to-end max abs {e2e['action_max_abs_err']} > {E2E_MAX_ABS_F32}"
+    )
     plan = json.loads((run / "plan.json").read_text())
     assert not plan["needs_llm"]
-    assert {f"{llm}.layers.2.mlp", f"{llm}.layers.2.post_attention_layernorm", f"{llm}.norm"} <= set(plan["unused"])
+    assert {f"{llm}.layers.2.mlp", f"{llm}.layers.2.post_attention_layernorm", f"{llm}.norm"} <= set(
+        plan["unused"]
+    )
 
 
 @pytest.mark.parametrize("name", ARCHS)
@@ -86,15 +111,24 @@ def test_dead_weights_absent_from_the_gguf(ported, name):
     names = {t.name for t in gguf.GGUFReader(str(run / "model.gguf")).tensors}
     last = archs.get(name).read_config(ported[name][0]).llm.depth - 1
     assert {f"blk.{last}.attn_norm.weight", f"blk.{last}.attn_k.weight", f"blk.{last}.attn_v.weight"} <= names
-    dead = {f"blk.{last}.attn_q.weight", f"blk.{last}.attn_output.weight", f"blk.{last}.ffn_norm.weight",
-            f"blk.{last}.ffn_gate.weight", f"blk.{last}.ffn_up.weight", f"blk.{last}.ffn_down.weight", "output_norm.weight"}
+    dead = {
+        f"blk.{last}.attn_q.weight",
+        f"blk.{last}.attn_output.weight",
+        f"blk.{last}.ffn_norm.weight",
+        f"blk.{last}.ffn_gate.weight",
+        f"blk.{last}.ffn_up.weight",
+        f"blk.{last}.ffn_down.weight",
+        "output_norm.weight",
+    }
     assert not dead & names, f"{name}: dead weights stored: {sorted(dead & names)}"
     assert not [n for n in names if "lm_head" in n or n.startswith("output.")], "an LM head is stored"
     expert_norm = {"aex.output_norm_ada.weight"} if name == "pi05" else {"aex.output_norm.weight"}
     assert expert_norm <= names and "token_embd.weight" in names
 
 
-def _native_vs_torch(run: Path, ckpt: Path, camera_mask: list[bool], seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _native_vs_torch(
+    run: Path, ckpt: Path, camera_mask: list[bool], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(native, PyTorch) normalised robot actions of one observation with `camera_mask` and a given noise."""
     import torch
 
@@ -106,7 +140,11 @@ def _native_vs_torch(run: Path, ckpt: Path, camera_mask: list[bool], seed: int) 
     cfg, spec = policy.cfg, policy.spec
     images, _ = sample_observation(seed, cfg.vision.image, 0, {}, n_images=cfg.num_cameras)
     st = policy.stats.state
-    state = (st["q01"] + (st["q99"] - st["q01"]) * 0.3).astype(np.float32) if "q01" in st else st["mean"].astype(np.float32)
+    state = (
+        (st["q01"] + (st["q99"] - st["q01"]) * 0.3).astype(np.float32)
+        if "q01" in st
+        else st["mean"].astype(np.float32)
+    )
     inputs = policy.prepare(images, state, "pick up the cup")
     inputs.image_masks = [torch.tensor([m]) for m in camera_mask]
     noise = np.random.default_rng(seed).standard_normal((cfg.chunk, cfg.action_dim)).astype(np.float32)
@@ -114,8 +152,14 @@ def _native_vs_torch(run: Path, ckpt: Path, camera_mask: list[bool], seed: int) 
     pixels = torch.cat(inputs.images).numpy()
     state_in = inputs.state.numpy() if inputs.state is not None else np.zeros((1, 1), np.float32)
     with runtime.load(run, n_threads=2) as native:
-        got = native.run_module("end_to_end", pixels, inputs.tokens.numpy().astype(np.float32), state_in,
-                                np.asarray(camera_mask, np.float32), noise)
+        got = native.run_module(
+            "end_to_end",
+            pixels,
+            inputs.tokens.numpy().astype(np.float32),
+            state_in,
+            np.asarray(camera_mask, np.float32),
+            noise,
+        )
     return got.reshape(want.shape), want
 
 
@@ -155,19 +199,39 @@ def test_names_follow_llama_cpp_and_accept_lerobot_prefixes():
     pg = "paligemma_with_expert.paligemma.model"
     assert gguf_names(f"{pg}.language_model.layers.3.self_attn.q_proj.weight") == ["blk.3.attn_q.weight"]
     assert gguf_names(f"model.{pg}.language_model.embed_tokens.weight") == ["token_embd.weight"]
-    assert gguf_names(f"{pg}.vision_tower.vision_model.encoder.layers.0.mlp.fc1.bias") == ["v.blk.0.ffn_up.bias"]
-    assert gguf_names("paligemma_with_expert.paligemma.vision_tower.vision_model.post_layernorm.weight") == ["v.post_ln.weight"]
+    assert gguf_names(f"{pg}.vision_tower.vision_model.encoder.layers.0.mlp.fc1.bias") == [
+        "v.blk.0.ffn_up.bias"
+    ]
+    assert gguf_names("paligemma_with_expert.paligemma.vision_tower.vision_model.post_layernorm.weight") == [
+        "v.post_ln.weight"
+    ]
     assert gguf_names(f"{pg}.multi_modal_projector.linear.weight") == ["mm.fc.weight"]
     expert = "paligemma_with_expert.gemma_expert"
-    assert gguf_names(f"{expert}.model.layers.1.input_layernorm.dense.weight") == ["aex.blk.1.attn_norm_ada.weight"]
+    assert gguf_names(f"{expert}.model.layers.1.input_layernorm.dense.weight") == [
+        "aex.blk.1.attn_norm_ada.weight"
+    ]
     assert gguf_names(f"{expert}.model.norm.weight") == ["aex.output_norm.weight"]
     assert gguf_names("model.action_time_mlp_in.bias") == ["action_time_mlp_in.bias"]
-    for dead in (f"{expert}.lm_head.weight", f"{pg}.language_model.norm.weight", "paligemma_with_expert.paligemma.lm_head.weight"):
+    for dead in (
+        f"{expert}.lm_head.weight",
+        f"{pg}.language_model.norm.weight",
+        "paligemma_with_expert.paligemma.lm_head.weight",
+    ):
         assert gguf_names(dead) == []
-    keys = [f"{pg}.language_model.layers.{i}.{p}" for i in (0, 17) for p in
-            ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "mlp.up_proj.weight", "input_layernorm.weight",
-             "post_attention_layernorm.weight")]
-    assert dead_keys(keys, 18) == {k for k in keys if ".17." in k and ("q_proj" in k or "mlp." in k or "post_attention" in k)}
+    keys = [
+        f"{pg}.language_model.layers.{i}.{p}"
+        for i in (0, 17)
+        for p in (
+            "self_attn.q_proj.weight",
+            "self_attn.k_proj.weight",
+            "mlp.up_proj.weight",
+            "input_layernorm.weight",
+            "post_attention_layernorm.weight",
+        )
+    ]
+    assert dead_keys(keys, 18) == {
+        k for k in keys if ".17." in k and ("q_proj" in k or "mlp." in k or "post_attention" in k)
+    }
 
 
 @pytest.mark.parametrize("name", ARCHS)

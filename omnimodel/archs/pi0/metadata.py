@@ -78,9 +78,17 @@ def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]
 def prompt_metadata(cfg: PiConfig) -> dict[str, Any]:
     """The generic prompt keys the native omni_predict_text reads: the task then a newline (π0, openpi pi05_libero).
 
-    A π0.5 that writes the discretised state into the prompt (prompt.state) cannot be prompted from
-    the instruction alone: its template keeps a literal `{state}`, and callers pass token ids. (The
-template is the one place the prompt format is written.)
+        A π0.5 that writes the discretised state into the prompt (prompt.state) cannot be prompted from
+        the instruction alone: its template keeps a literal `{state}`, and callers pass token ids. (The
+    template is the one place the prompt format is written.)
     """
-    template = "Task: {instruction}, State: {state};\nAction: " if (cfg.pi05 and cfg.discrete_state_input) else "{instruction}\n"
-    return {Keys.Omnimodel.PROMPT_TEMPLATE: template, Keys.Omnimodel.PROMPT_LOWERCASE: False, Keys.Omnimodel.PROMPT_END_TOKEN: ""}
+    template = (
+        "Task: {instruction}, State: {state};\nAction: "
+        if (cfg.pi05 and cfg.discrete_state_input)
+        else "{instruction}\n"
+    )
+    return {
+        Keys.Omnimodel.PROMPT_TEMPLATE: template,
+        Keys.Omnimodel.PROMPT_LOWERCASE: False,
+        Keys.Omnimodel.PROMPT_END_TOKEN: "",
+    }

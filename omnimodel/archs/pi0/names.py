@@ -117,8 +117,15 @@ _EXPERT_TOP = {
     "model.norm.dense.weight": ("output_norm_ada.weight",),
     "model.norm.dense.bias": ("output_norm_ada.bias",),
 }
-FLOW_MODULES = ("action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out", "state_proj",
-                "action_time_mlp_in", "action_time_mlp_out")
+FLOW_MODULES = (
+    "action_in_proj",
+    "action_out_proj",
+    "time_mlp_in",
+    "time_mlp_out",
+    "state_proj",
+    "action_time_mlp_in",
+    "action_time_mlp_out",
+)
 _FLOW = {"weight": ("weight",), "bias": ("bias",)}
 
 
@@ -143,7 +150,14 @@ ROLES: tuple[Role, ...] = (
     Role("", _LLM, "", {"embed_tokens.weight": ("token_embd.weight",)}, "llm", generic=False),
     Role("AEX_BLK", _EXPERT + r"\.model\.layers\.(?P<bid>\d+)", "aex.blk.{bid}.", _GEMMA_LAYER, "expert"),
     Role("AEX", _EXPERT, "aex.", _EXPERT_TOP, "expert", generic=False),
-    Role("FLOW", _TOP + r"(?P<flow>" + "|".join(FLOW_MODULES) + ")", "{flow}.", _FLOW, "flow_head", generic=False),
+    Role(
+        "FLOW",
+        _TOP + r"(?P<flow>" + "|".join(FLOW_MODULES) + ")",
+        "{flow}.",
+        _FLOW,
+        "flow_head",
+        generic=False,
+    ),
 )
 
 # Keys in the checkpoint that no action depends on (whatever the depth): named nothing.

@@ -11,11 +11,22 @@ from __future__ import annotations
 # composite classes whose forward is the arch graph's glue (children planned on their own)
 GLUE_CLASSES = frozenset(
     {
-        "PI0", "PaliGemmaWithExpert", "PaliGemma", "PaliGemmaModel", "GemmaExpert", "GemmaStack",
-        "GemmaDecoderLayer", "SiglipVisionModel", "SiglipVisionTransformer",
-        "SiglipEncoder", "ModuleList", "ModuleDict",
+        "PI0",
+        "PaliGemmaWithExpert",
+        "PaliGemma",
+        "PaliGemmaModel",
+        "GemmaExpert",
+        "GemmaStack",
+        "GemmaDecoderLayer",
+        "SiglipVisionModel",
+        "SiglipVisionTransformer",
+        "SiglipEncoder",
+        "ModuleList",
+        "ModuleDict",
     }
 )
 INERT_CLASSES = frozenset({"Identity", "Dropout", "GELU", "SiLU"})
-GRAPH_LEAVES = frozenset({"Embedding", "Linear", "LayerNorm", "Conv2d", "MultiModalProjector"})  # realised inside the graph's own code
+GRAPH_LEAVES = frozenset(
+    {"Embedding", "Linear", "LayerNorm", "Conv2d", "MultiModalProjector"}
+)  # realised inside the graph's own code
 UNUSED_CLASSES: frozenset[str] = frozenset()

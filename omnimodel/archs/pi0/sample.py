@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+
 def analysis_sample(policy, seed: int, instruction: str):
     """The analyzer's run: every camera, a state inside the statistics, the native policy's first noise draw."""
     from omnimodel.analysis import Sample, sample_observation
@@ -34,7 +35,9 @@ def analysis_sample(policy, seed: int, instruction: str):
 
     def end_to_end(out) -> list[tuple[str, np.ndarray]]:
         norm = out[0].float().numpy()[:, : spec.action_dim]
-        actions = unnormalize(norm.astype(np.float64), policy.stats.action, spec.action_mode, spec.eps, spec.origin == "openpi")
+        actions = unnormalize(
+            norm.astype(np.float64), policy.stats.action, spec.action_mode, spec.eps, spec.origin == "openpi"
+        )
         tensors = [
             ("images", np.stack(images).astype(np.int32)),
             ("token_ids", inputs.tokens[0].numpy().astype(np.int32)),

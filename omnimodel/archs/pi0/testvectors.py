@@ -14,7 +14,15 @@ import torch.nn.functional as F
 
 from omnimodel.archs.pi0 import zoo
 from omnimodel.archs.pi0.metadata import arch_name, runtime_metadata
-from omnimodel.archs.pi0.model import PI0, GemmaConfig, PiConfig, SiglipConfig, joint_layer, make_attn_mask, rope_cos_sin
+from omnimodel.archs.pi0.model import (
+    PI0,
+    GemmaConfig,
+    PiConfig,
+    SiglipConfig,
+    joint_layer,
+    make_attn_mask,
+    rope_cos_sin,
+)
 from omnimodel.archs.pi0.names import gguf_names
 from omnimodel.codegen.testvectors import write_vector
 from omnimodel.paths import skills_dir
@@ -31,7 +39,11 @@ def micro_config(pi05: bool = True) -> PiConfig:
         vision=SiglipConfig(width=32, depth=1, heads=2, mlp=64, patch=14, image=28),
         llm=GemmaConfig(width=64, depth=2, mlp=128, heads=4, kv_heads=1, head_dim=16),
         expert=GemmaConfig(width=32, depth=2, mlp=64, heads=4, kv_heads=1, head_dim=16),
-        vocab=128, chunk=4, max_token_len=8, num_cameras=2, name="pi05-micro" if pi05 else "pi0-micro",
+        vocab=128,
+        chunk=4,
+        max_token_len=8,
+        num_cameras=2,
+        name="pi05-micro" if pi05 else "pi0-micro",
     )
 
 
@@ -71,34 +83,72 @@ def write_all(root: Path | None = None, seed: int = 0) -> list[Path]:
     gen = torch.Generator().manual_seed(seed)
     written = []
 
-    def vector(skill: str, module: str, cls: str, weights: dict, inputs: list[torch.Tensor], out: torch.Tensor) -> None:
+    def vector(
+        skill: str, module: str, cls: str, weights: dict, inputs: list[torch.Tensor], out: torch.Tensor
+    ) -> None:
         path = root / skill / "test_vector.gguf"
-        write_vector(path, module, cls, weights, meta, [x.detach().float().numpy() for x in inputs], out.detach().float().numpy(),
-                     arch_name=arch_name(cfg))
+        write_vector(
+            path,
+            module,
+            cls,
+            weights,
+            meta,
+            [x.detach().float().numpy() for x in inputs],
+            out.detach().float().numpy(),
+            arch_name=arch_name(cfg),
+        )
         written.append(path)
 
     with torch.no_grad():
         n_tok = cfg.vision.n_patches
         layer = f"{VISION}.encoder.layers.0"
         x = torch.randn(1, n_tok, cfg.vision.width, generator=gen)
-        vector("siglip_encoder_layer", layer, "SiglipEncoderLayer", _weights(model, layer), [x], model.get_submodule(layer)(x))
+        vector(
+            "siglip_encoder_layer",
+            layer,
+            "SiglipEncoderLayer",
+            _weights(model, layer),
+            [x],
+            model.get_submodule(layer)(x),
+        )
 
         # a whole PaliGemma layer, bidirectional over 7 tokens at positions 0..6
         layer = f"{LLM}.layers.0"
         x = torch.randn(1, 7, cfg.llm.width, generator=gen)
         pad = torch.ones(1, 7, dtype=torch.bool)
         cos, sin = rope_cos_sin(torch.arange(7)[None], cfg.llm.head_dim, cfg.rope_theta)
-        (y, _), _ = joint_layer((model.llm.layers[0], None), (x, None), make_attn_mask(pad, torch.zeros_like(pad)), cos, sin, (None, None))
+        (y, _), _ = joint_layer(
+            (model.llm.layers[0], None),
+            (x, None),
+            make_attn_mask(pad, torch.zeros_like(pad)),
+            cos,
+            sin,
+            (None, None),
+        )
         vector("gemma_decoder_layer", layer, "GemmaDecoderLayer", _weights(model, layer), [x], y)
 
         t = torch.tensor([0.7])
         temb = model.time_embedding(t)
         cond = F.silu(model.time_mlp_out(F.silu(model.time_mlp_in(temb))))
-        vector("flow_time_mlp", "time_mlp", "FlowTimeMLP", _weights(model, "time_mlp_in", "time_mlp_out"), [t], cond)
+        vector(
+            "flow_time_mlp",
+            "time_mlp",
+            "FlowTimeMLP",
+            _weights(model, "time_mlp_in", "time_mlp_out"),
+            [t],
+            cond,
+        )
 
         norm = f"{EXPERT}.norm"
         x = torch.randn(1, cfg.chunk, cfg.expert.width, generator=gen)
-        vector("ada_rms_norm", norm, "AdaRMSNorm", _weights(model, norm), [x, cond], model.get_submodule(norm)(x, cond)[0])
+        vector(
+            "ada_rms_norm",
+            norm,
+            "AdaRMSNorm",
+            _weights(model, norm),
+            [x, cond],
+            model.get_submodule(norm)(x, cond)[0],
+        )
 
         emb = torch.randn(1, 9, cfg.llm.width, generator=gen)
         noise = torch.randn(1, cfg.chunk, cfg.action_dim, generator=gen)
@@ -106,7 +156,9 @@ def write_all(root: Path | None = None, seed: int = 0) -> list[Path]:
         xt, dt = noise, -1.0 / cfg.num_steps
         for s in range(cfg.num_steps):
             xt = xt + dt * model.denoise_step(cache, None, xt, torch.full((1,), 1.0 + s * dt))
-        weights = _weights(model, LLM + ".layers", EXPERT, "action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out")
+        weights = _weights(
+            model, LLM + ".layers", EXPERT, "action_in_proj", "action_out_proj", "time_mlp_in", "time_mlp_out"
+        )
         vector("flow_euler_denoise", "denoise", "FlowEulerDenoise", weights, [emb, noise], xt)
     return written
 
