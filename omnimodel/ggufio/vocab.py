@@ -89,7 +89,13 @@ def _special_tokens(ckpt_dir: Path, tokens: list[str]) -> dict[str, Any]:
     A special token SpecialVocab finds no id for (its text is a base-vocabulary piece, not an
     added token) gets the id of that text in the token list.
     """
-    special = gguf.SpecialVocab(ckpt_dir, load_merges=False, n_vocab=len(tokens))
+    quiet = logging.getLogger("gguf.vocab")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns about tokenizer.json's pair template, which a policy never uses
+    try:
+        special = gguf.SpecialVocab(ckpt_dir, load_merges=False, n_vocab=len(tokens))
+    finally:
+        quiet.setLevel(level)
     out: dict[str, Any] = {}
     id_keys = {
         "bos": K.BOS_ID,
