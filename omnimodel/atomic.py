@@ -49,3 +49,26 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_writable(path: str | os.PathLike, flag: str = "--out", want_dir: bool = False) -> Path:
+    """`path` if a file (or, with `want_dir`, a folder) can be written there, checked before any work.
+
+    Its parent is created and a probe folder made and removed in it, so a read-only or missing
+    place is one ConfigError line up front, not a traceback after minutes of work.
+    """
+    from omnimodel.errors import ConfigError
+
+    path = Path(path)
+    if want_dir and path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a file, not a folder; choose another {flag}")
+    if not want_dir and path.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent))
+    except OSError as exc:
+        above = next(p for p in path.parents if p.exists())
+        why = f"{above} is a file" if not above.is_dir() else (exc.strerror or str(exc))
+        raise ConfigError(f"{flag} {path}: cannot write there ({why}); choose another {flag}") from None
+    return path

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from omnimodel.atomic import check_writable
 from omnimodel.errors import ConfigError, OmniError
 from omnimodel.quantspec import FORMS as QUANT_FORMS
 
@@ -321,6 +322,7 @@ def suite_export(
     from omnimodel.suite.tasks import SUITE_NAMES
 
     names = [s for s in suites.split(",") if s] or list(SUITE_NAMES)
+    check_writable(out, want_dir=True)
     paths = export_suites(out, episodes_per_task, seed, names)
     console.print(f"wrote {len(paths)} task files ({episodes_per_task} demos each) under {out}")
 
@@ -354,6 +356,9 @@ def eval_cmd(
 
     from omnimodel import eval as ev
 
+    check_writable(out)
+    if plot is not None:
+        check_writable(plot, "--plot")
     names = [s for s in suites.split(",") if s] or None
     tasks = ev.make_tasks(tasks_from, names)
     tasks_factory = functools.partial(ev.make_tasks, tasks_from, names)
@@ -395,6 +400,7 @@ def quantize_cmd(
     spec = QuantSpec.parse(method)
     if bpw is not None:
         spec = spec.with_budget(bpw)
+    check_writable(out)
     if calib is not None or spec.needs_calibration:
         from actquant_plugin.quantize import quantize
 
@@ -456,6 +462,7 @@ def train_cmd(
         eval_episodes=eval_episodes, demos=str(demos) if demos else None, workers=workers, ce_weight=ce_weight,
         time_budget=time_budget, init=str(init) if init else None, mixed_batches=mixed_batches, suites=tuple(x.strip() for x in suites.split(",") if x.strip()),
     )  # fmt: skip
+    check_writable(out, want_dir=True)
     command = "omnimodel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     res = train_mod.train(cfg, out, command=command)
     last = res.log[-1]
@@ -514,7 +521,7 @@ def export_cmd(
     """Write what a robot needs without Python: library, GGML libs, header, CLI, model.gguf, a C example."""
     from omnimodel.export import export_run
 
-    res = export_run(run_dir, out)
+    res = export_run(run_dir, check_writable(out, want_dir=True))
     typer.echo(f"exported {run_dir} to {res}")
 
 

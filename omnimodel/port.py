@@ -14,6 +14,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from rich.console import Console
 
 from omnimodel import archs
+from omnimodel.atomic import check_writable
 from omnimodel.errors import CheckpointError, ConfigError, OmniError, PipelineError
 from omnimodel.graph.wiring import NODES, build_graph
 from omnimodel.paths import cache_dir
@@ -121,7 +122,7 @@ def new_options(model: str, checkpoint: str | None, run_dir: str | None, force: 
         model, checkpoint, kw.get("quant", "f32"), kw.get("calib"), kw.get("backend", "cpu"), kw.get("sandbox", "auto")
     )
     kw["quant"] = str(spec)
-    run = Path(run_dir) if run_dir else Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = check_writable(Path(run_dir) if run_dir else Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", want_dir=True)
     if run.exists() and any(run.iterdir()):
         if not force:
             raise PipelineError(existing_run_message(run))
