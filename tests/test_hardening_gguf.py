@@ -114,3 +114,10 @@ def test_inspect_of_truncated_gguf_is_one_line_exit_2(tiny, tmp_path):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert "truncated" in lines[0] and "tensor output.weight" in lines[0], lines
+
+
+def test_a_folder_or_a_missing_path_is_named(tmp_path):
+    with pytest.raises(GGUFError, match="a folder, not a GGUF file"):
+        reader.open_reader(tmp_path)
+    with pytest.raises(GGUFError, match="no such file"):
+        reader.open_reader(tmp_path / "nope.gguf")

@@ -183,6 +183,8 @@ def check_layout(path: Path, buf: bytes | mmap.mmap) -> None:
 def open_reader(path: str | os.PathLike) -> gguf.GGUFReader:
     """gguf's reader on `path`, after `check_layout`; any parse failure is a one-line GGUFError."""
     path = Path(path)
+    if path.is_dir():
+        raise GGUFError(f"{path}: a folder, not a GGUF file; a run's is {path / 'model.gguf'}")
     if not path.is_file():
         raise GGUFError(f"{path}: no such file")
     with open(path, "rb") as f:
