@@ -414,12 +414,12 @@ omni_policy * omni_load(const char * gguf_path, const omni_params * params) {
         }
         P->model.reset(omni_new_model());
         P->model->init(C);
-        P->text = omni_text_load(C, P->model->n_vocab());
         init_backends(C);
         C.opt.flash_attn = C.params.flash_attn < 0 ? C.backend_gpu != nullptr : C.params.flash_attn != 0;
         load_tensors(C);
         init_scheduler(C);
         P->model->ready(C);
+        P->text = omni_text_load(C, P->model->n_vocab());  // after load_tensors checked the file's extent
         out = P.release();
     });
     return out;

@@ -85,12 +85,12 @@ static int64_t check_tokenizer_keys(const gguf_context * g) {
     return n;
 }
 
-// llama.cpp's log during the vocabulary load: kept quiet, the last error line kept for the message.
+// llama.cpp's log during the vocabulary load: kept quiet, the first error line kept for the message.
 static std::mutex g_log_mutex;
 static std::string g_llama_error;
 
 static void quiet_log(ggml_log_level level, const char * text, void *) {
-    if (level == GGML_LOG_LEVEL_ERROR && text) {
+    if (level == GGML_LOG_LEVEL_ERROR && text && g_llama_error.empty()) {
         g_llama_error = text;
         while (!g_llama_error.empty() && (g_llama_error.back() == '\n' || g_llama_error.back() == ' ')) g_llama_error.pop_back();
     }
