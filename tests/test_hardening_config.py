@@ -103,3 +103,21 @@ def test_checker_primitives():
     assert validate.check_section("c.json", {"n": 2, "x": 1}, [f]) == {"n": 2}
     with pytest.raises(ConfigError, match="= 10 is not divisible by h = 4"):
         validate.check_divides("c.json", "w", 10, "h", 4)
+
+
+@pytest.mark.parametrize(
+    "norm_stats, needle",
+    [([1], "norm_stats = [1]: expected a JSON object"), ({"d": {"action": {"q01": [1]}}}, "norm_stats.d.action.q01 = [1]: expected a list of 7")],
+)
+def test_openvla_norm_stats_are_checked_with_the_config(tmp_path, norm_stats, needle):
+    from omnimodel import archs
+    from omnimodel.port import bundled_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(bundled_checkpoint("openvla"), ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["norm_stats"] = norm_stats
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError) as err:
+        archs.get("openvla").read_config(ckpt)  # what `port` checks before the run dir exists
+    assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -75,6 +75,7 @@ def config_from_json(d: dict, source: str = "config.json") -> OpenVLAConfig:
     )
     if cfg.text_vocab < cfg.n_action_bins:
         raise fail(source, "text_config.vocab_size", cfg.vocab, f"more than pad_to_multiple_of + n_action_bins = {cfg.pad_to_multiple_of + cfg.n_action_bins}")
+    _check_norm_stats(d.get("norm_stats", {}), cfg.action_dim, source)  # with the rest, so `port` refuses it up front
     return cfg
 
 
