@@ -253,11 +253,15 @@ def _tokenizer_for(run_dir: Path, checkpoint: str | Path | None):
         ckpt = json.loads(port.read_text()).get("checkpoint")
         if ckpt and (Path(ckpt) / "tokenizer.json").exists():
             return load_tokenizer(Path(ckpt))
-    raise CheckpointError(f"{run_dir}: no tokenizer.json and no checkpoint in port.json; pass checkpoint=")
+    return None  # the library tokenises with the GGUF's own tokenizer (omni_predict_text)
 
 
 def load(run_dir: str | Path, checkpoint: str | Path | None = None, **params) -> NativePolicy:
-    """The native policy of a finished port: run_dir/model.gguf through run_dir/build/libomnimodel_policy.so."""
+    """The native policy of a finished port: run_dir/model.gguf through run_dir/build/libomnimodel_policy.so.
+
+    Prompts are tokenised with the checkpoint's tokenizer.json when one is found (the run's, the
+    `checkpoint` given, or port.json's), else inside the library from the GGUF's tokenizer.
+    """
     run_dir = Path(run_dir)
     lib = run_dir / "build" / LIBRARY
     model = run_dir / MODEL_FILE

@@ -1,4 +1,4 @@
-"""`omnimodel serve` driven by the unmodified openpi-client 0.1.2 (its own venv), tiny OFT run."""
+"""`omnimodel serve` driven by the unmodified openpi-client 0.1.2 (its own venv), tiny OFT run (4 clients x 25 requests)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def server(tiny_run):  # noqa: F811
         proc.wait()
 
 
-def _client(port: int, script: str, inputs=None, tmp: Path = Path("/tmp")) -> dict:
+def _client(port: int, script: str, inputs=None, tmp: Path = Path("/tmp"), timeout_s: float = 300) -> dict:
     py = _oracle_python()
     require(py.exists(), "the openpi-client 0.1.2 venv")
     body = textwrap.dedent(f"""
@@ -86,7 +86,7 @@ def _client(port: int, script: str, inputs=None, tmp: Path = Path("/tmp")) -> di
     """) + textwrap.dedent(script)
     path = tmp / f"openpi_inputs_{os.getpid()}.msgpack"
     path.write_bytes(pack(inputs))
-    res = subprocess.run([str(py), "-c", body, str(path)], capture_output=True, timeout=300, cwd="/tmp")
+    res = subprocess.run([str(py), "-c", body, str(path)], capture_output=True, timeout=timeout_s, cwd="/tmp")
     path.unlink()
     assert res.returncode == 0, res.stderr.decode()[-3000:]
     return unpack(res.stdout)
@@ -160,7 +160,7 @@ def test_concurrent_clients_all_answered(server, tiny_run):  # noqa: F811
         results, errors = [], []
         def work():
             c = WebsocketClientPolicy("127.0.0.1", {port})
-            for _ in range(5):
+            for _ in range(25):
                 try:
                     results.append(c.infer(obs)["actions"])
                 except RuntimeError as exc:
@@ -170,6 +170,7 @@ def test_concurrent_clients_all_answered(server, tiny_run):  # noqa: F811
         sys.stdout.buffer.write(msgpack_numpy.packb({{"results": results, "errors": errors}}))
     """,
         obs,
+        timeout_s=900,  # 100 tiny steps: ~0.3 s each on 2 idle cores, far more on a shared busy machine
     )
     assert not got["errors"], got["errors"][
         :3
@@ -180,7 +181,7 @@ def test_concurrent_clients_all_answered(server, tiny_run):  # noqa: F811
             obs["observation/state"],
             obs["prompt"],
         )
-    assert len(got["results"]) == 20
+    assert len(got["results"]) == 100
     assert max(float(np.abs(a - want).max()) for a in got["results"]) <= 1e-5
 
 
