@@ -85,7 +85,9 @@ def test_predict_text_equals_predict_ids(tiny_run):  # noqa: F811
         b = policy.predict_ids(images, state, policy.prompt_ids(text))
     assert np.array_equal(a, b)
     # no tokenizer.json anywhere: predict_action tokenises inside the library
-    with runtime.NativePolicy(tiny_run / "build" / runtime.LIBRARY, tiny_run / "model.gguf", n_threads=2) as bare:
+    with runtime.NativePolicy(
+        tiny_run / "build" / runtime.LIBRARY, tiny_run / "model.gguf", n_threads=2
+    ) as bare:
         assert bare.tokenizer is None
         assert np.array_equal(bare.predict_action(images, state, text), a)
 
