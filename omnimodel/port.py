@@ -87,7 +87,7 @@ def check_inputs(model: str, checkpoint: str | None, quant: str, calib: str | No
     if not (ckpt / "config.json").exists():
         raise CheckpointError(f"{ckpt}: no config.json; pass --checkpoint a checkpoint directory")
     arch = archs.resolve(model, ckpt)  # the checkpoint is this arch's, or the error names its arch
-    arch.read_config(ckpt)  # every config.json field checked (one ConfigError line) before the run dir exists
+    arch.check_checkpoint(ckpt)  # config.json's fields (and the arch's cheap file checks) before the run dir exists
     return ckpt, spec
 
 

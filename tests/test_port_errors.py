@@ -151,3 +151,39 @@ def test_bad_config_json_is_refused_before_the_run_dir(tmp_path, key, value, nee
     lines = _error_lines(res)
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert lines[0].startswith(f"error: {ckpt / 'config.json'}: ") and not run.exists()
+
+
+def _escape_index(ckpt):
+    import json
+
+    index = json.loads((ckpt / "model.safetensors.index.json").read_text())
+    index["weight_map"][next(iter(index["weight_map"]))] = "../outside.safetensors"
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def _more_layers(ckpt):
+    import json
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["text_config"]["num_hidden_layers"] = 3  # the weights hold 2
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (_escape_index, "shard path '../outside.safetensors' leaves the checkpoint directory"),
+        (_more_layers, "text_config.num_hidden_layers = 3 but the checkpoint's tensor names hold 2 LLaMA layers"),
+    ],
+)
+def test_bad_checkpoint_files_are_refused_before_the_run_dir(tmp_path, edit, needle):
+    from omnimodel.port import bundled_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(bundled_checkpoint("openvla-oft"), ckpt)
+    edit(ckpt)
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", "--checkpoint", str(ckpt), "--out", str(run), cwd=tmp_path)
+    lines = _error_lines(res)
+    assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
+    assert not run.exists()

@@ -39,6 +39,10 @@ class Arch(ABC):
     def read_config(self, ckpt: Path) -> Any:
         """The arch's config dataclass from a checkpoint directory."""
 
+    def check_checkpoint(self, ckpt: Path) -> None:
+        """What `port` checks before its run dir exists (one-line errors): config.json here; an arch adds cheap file checks."""
+        self.read_config(ckpt)
+
     @abstractmethod
     def load_model(self, ckpt: Path, dtype: Any = None) -> Any:
         """The reference PyTorch model with the checkpoint's weights."""

@@ -7,6 +7,7 @@ hooks are the family's, so each arch class states only what is its own.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from omnimodel.archs.base import PackageArch
@@ -25,6 +26,15 @@ class PrismaticArch(PackageArch):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.glue_classes = _GLUE | {cls.root_class}
+
+    def check_checkpoint(self, ckpt: Path) -> None:
+        """config.json, its layer counts against the tensor names, then every shard header, the index and the
+        side files (memory-mapped: no weight is read)."""
+        from omnimodel.archs.openvla_oft.checkpoint import check_layer_counts, tensor_names
+
+        cfg = self.read_config(ckpt)
+        check_layer_counts(cfg, tensor_names(ckpt), str(Path(ckpt) / "config.json"))
+        self.read_state_dict(ckpt)
 
     def default_transforms(self, cfg: Any) -> dict[str, list[str]]:
         # LLaMA q/k rows get permute_rope, as llama.cpp's converter does; nothing else is transformed.
