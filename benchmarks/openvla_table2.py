@@ -125,6 +125,8 @@ def run_native(args, run: Path, ngl: int) -> dict:
         "--ngl",
         str(ngl),
     ]
+    if args.flash_attn is not None:
+        cmd += ["--flash-attn", str(args.flash_attn)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines or lines[-1].get("status") != "ok":
@@ -163,6 +165,13 @@ def main() -> None:
         help="all: every layer on the GPU; half: half the LLaMA layers on the CPU",
     )
     ap.add_argument("--sandbox", default="auto")
+    ap.add_argument(
+        "--flash-attn",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="policy_cli's --flash-attn (default: on with a GPU)",
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
