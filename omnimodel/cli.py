@@ -188,8 +188,9 @@ def toolchain_build(
     backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
     sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto (cuda needs local)"),
     check: bool = typer.Option(False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."),
+    llama: bool = typer.Option(True, "--llama/--no-llama", help="Also libllama (the policy's tokenizer), from the same source."),
 ) -> None:
-    """Build (or reuse) the GGML libraries for a backend; print the prefix, key and timings."""
+    """Build (or reuse) the GGML libraries (and libllama) for a backend; print the prefix, key and timings."""
     import tempfile
     import time
 
@@ -202,6 +203,12 @@ def toolchain_build(
     build = ensure_ggml_build(backend, box)
     typer.echo(json.dumps({"prefix": str(build.prefix), "backend": build.backend, "key": build.key,
                            "seconds": round(time.monotonic() - t0, 3), "timings": build.info.get("timings")}))
+    if llama:
+        from omnimodel.toolchain.llama import ensure_llama_build
+
+        t0 = time.monotonic()
+        lb = ensure_llama_build(build, box)
+        typer.echo(json.dumps({"llama_prefix": str(lb.prefix), "key": lb.key, "seconds": round(time.monotonic() - t0, 3)}))
     if check:
         from omnimodel.toolchain.selfcheck import run_selfcheck
 

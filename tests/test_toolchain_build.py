@@ -137,3 +137,42 @@ def test_cpu_build_layout_and_reuse():
     ]
     assert leftovers == []
     assert first in build_mod.list_builds()
+
+
+def test_llama_extract_takes_only_the_parts_libllama_needs(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in ("CMakeLists.txt", "src/llama.cpp", "include/llama.h", "ggml/cmake/common.cmake",
+                     "ggml/src/ggml.c", "tools/server/server.cpp", "src/../../evil.txt"):  # fmt: skip
+            info = tarfile.TarInfo(source_mod._LLAMA_PREFIX + name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    sdist = tmp_path / "s.tar.gz"
+    sdist.write_bytes(buf.getvalue())
+    dest = tmp_path / "out"
+    dest.mkdir()
+    source_mod._extract(sdist, dest, source_mod._LLAMA_PREFIX, source_mod._LLAMA_PARTS)
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert files == ["CMakeLists.txt", "ggml/cmake/common.cmake", "include/llama.h", "src/llama.cpp"]
+    assert not list(tmp_path.rglob("evil.txt"))
+
+
+def test_llama_build_is_keyed_by_its_ggml_build_and_reused(tmp_path, monkeypatch):
+    from omnimodel.toolchain import llama as llama_mod
+
+    monkeypatch.setattr(llama_mod, "builds_root", lambda: tmp_path)
+    g1 = build_mod.GGMLBuild(tmp_path / "g1", "cpu", "k1")
+    g2 = build_mod.GGMLBuild(tmp_path / "g2", "cpu", "k2")
+    assert llama_mod.build_key(g1) != llama_mod.build_key(g2)
+    key = llama_mod.build_key(g1)
+    prefix = tmp_path / f"cpu-{key}"
+    (prefix / "lib").mkdir(parents=True)
+    (prefix / "lib" / llama_mod.LIBRARY).write_bytes(b"!<arch>\n")
+    (prefix / llama_mod.BUILD_INFO).write_text(json.dumps({"key": key}))
+
+    def no_build(*args):
+        raise AssertionError("a complete cached build was rebuilt")
+
+    monkeypatch.setattr(llama_mod, "_build", no_build)
+    got = llama_mod.ensure_llama_build(g1, object())
+    assert got.prefix == prefix and got.library.is_file()
