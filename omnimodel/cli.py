@@ -534,15 +534,25 @@ def export_cmd(
 
 def main() -> None:
     """Entry point: run the app, turning project errors into one line and a non-zero exit."""
+    from typer.exceptions import TyperException
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come back here, to be printed on one line
+    except TyperException as exc:  # Typer's click: an unknown option or command, a missing argument, a bad value
+        if type(exc).__name__ != "NoArgsIsHelpError":  # (that one has printed the help already)
+            ctx = getattr(exc, "ctx", None)
+            where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+            message = exc.format_message().rstrip(".")
+            console.print(f"[red]error:[/red] {message}{where}", soft_wrap=True, highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
     except OmniError as exc:
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -187,3 +187,25 @@ def test_bad_checkpoint_files_are_refused_before_the_run_dir(tmp_path, edit, nee
     lines = _error_lines(res)
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["port", "openvla-oft", "--bogus"], "error: No such option: --bogus"),
+        (["zoo", "make"], "error: Missing argument 'preset'; see `"),
+        (["port", "openvla-oft", "--max-iterations", "abc"], "error: Invalid value for '--max-iterations'"),
+        (["nosuchcommand"], "error: No such command 'nosuchcommand'; see `"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(tmp_path, args, needle):
+    res = _cli(*args, cwd=tmp_path)
+    lines = _error_lines(res)
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith(needle), res.stderr[-2000:]
+
+
+def test_help_and_no_arguments_still_print_the_help(tmp_path):
+    res = _cli("--help", cwd=tmp_path)
+    assert res.returncode == 0 and "Usage:" in res.stdout and "port" in res.stdout and res.stderr == ""
+    res = _cli("zoo", cwd=tmp_path)
+    assert res.returncode == 2 and "Usage:" in res.stdout and "make" in res.stdout and "error" not in res.stderr
