@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import require
 from safetensors.torch import load_file, save_file
 
 from omnimodel import archs
@@ -183,7 +181,10 @@ def test_written_layout_is_lerobots(tiny_ckpts):
     raw = json.loads((path / "config.json").read_text())
     assert raw["type"] == "pi05" and raw["chunk_size"] == 10 and raw["tokenizer_max_length"] == 200
     assert raw["empty_cameras"] == 1 and raw["normalization_mapping"]["ACTION"] == "QUANTILES"
-    assert raw["omnimodel_sizes"]["llm"]["width"] == 512
+    # config.json holds LeRobot's fields only (it refuses others); our entries sit in omnimodel.json
+    assert not [k for k in raw if k.startswith("omnimodel")], sorted(raw)
+    side = json.loads((path / "omnimodel.json").read_text())
+    assert side["omnimodel_preset"] == "pi05-tiny" and side["omnimodel_sizes"]["llm"]["width"] == 512
     pre = json.loads((path / "policy_preprocessor.json").read_text())
     state_file = next(s["state_file"] for s in pre["steps"] if s["registry_name"] == "normalizer_processor")
     stats = load_file(str(path / state_file))
@@ -257,39 +258,6 @@ def test_legacy_stats_buffers(tmp_path, tiny_ckpts):
     save_file(tensors, str(path / "model.safetensors"))
     stats = ck.read_stats(path).to_dict()
     assert stats["state"]["mean"] == list(range(8)) and stats["action"]["std"] == [2.0] * 7
-
-
-LEROBOT_TINY = Path(os.environ.get("OMNIMODEL_LEROBOT_TINY", "/work/scratch/lerobot_tiny"))
-
-
-@pytest.mark.parametrize("kind", ["pi05", "pi0"])
-def test_parity_with_lerobot_saved_checkpoint(tmp_path, kind):
-    """LeRobot 0.6.1's own save_pretrained output and its outputs (tests/oracles/lerobot_pi.py make-tiny)."""
-    src = LEROBOT_TINY / kind
-    require((src / "model.safetensors").is_file(), f"LeRobot tiny {kind} checkpoint in {LEROBOT_TINY}")
-    path = tmp_path / kind
-    shutil.copytree(src, path)
-    raw = json.loads((path / "config.json").read_text())
-    # LeRobot's config names only the released variants; the tiny sizes travel beside it
-    raw["omnimodel_sizes"] = ck.config_to_json(PRESETS[f"{kind}-tiny"])["omnimodel_sizes"]
-    (path / "config.json").write_text(json.dumps(raw))
-    model = archs.get(kind).load_model(path)
-    inp = np.load(f"{src}_inputs.npz")
-    ref = np.load(f"{src}_lerobot_out.npz")
-    images, masks = torch.from_numpy(inp["images"]), torch.from_numpy(inp["image_masks"])
-    tokens, tmask = torch.from_numpy(inp["tokens"]), torch.from_numpy(inp["token_mask"])
-    state, noise = torch.from_numpy(inp["state"]), torch.from_numpy(inp["noise"])
-    with torch.no_grad():
-        emb, _, _ = model.embed_prefix(list(images.unbind(1)), list(masks.unbind(1)), tokens, tmask)
-        actions = model.sample_actions(images, masks, tokens, tmask, state, noise)
-    for name, ours, theirs in (
-        ("prefix_embs", emb, ref["prefix_embs"]),
-        ("actions", actions, ref["actions"]),
-    ):
-        err = np.abs(ours.numpy() - theirs).max()
-        assert err < 1e-5, f"{kind} {name} vs LeRobot 0.6.1: max abs err {err:.3g} (threshold 1e-5)"
-    stats = ck.read_stats(path).to_dict()
-    assert len(stats["state"]["q01"]) == 8 and len(stats["action"]["mean"]) == 7
 
 
 # ----------------------------------------------------------------------------- KV cache and the loop
@@ -463,14 +431,19 @@ def test_policy_unnormalises_and_adds_delta_back(tmp_path, tiny_models):
 
 
 def _edit_config(path: Path, **changes) -> None:
-    raw = json.loads((path / "config.json").read_text())
-    for key, value in changes.items():
-        node = raw
-        parts = key.split("__")
-        for p in parts[:-1]:
-            node = node[p]
-        node[parts[-1]] = value
-    (path / "config.json").write_text(json.dumps(raw))
+    """Set `a__b=value` (a.b) in config.json, or in omnimodel.json for its `omnimodel_*` keys."""
+    for name in ("config.json", "omnimodel.json"):
+        mine = {k: v for k, v in changes.items() if k.startswith("omnimodel_") == (name == "omnimodel.json")}
+        if not mine:
+            continue
+        raw = json.loads((path / name).read_text())
+        for key, value in mine.items():
+            node = raw
+            parts = key.split("__")
+            for p in parts[:-1]:
+                node = node[p]
+            node[parts[-1]] = value
+        (path / name).write_text(json.dumps(raw))
 
 
 @pytest.mark.parametrize(
@@ -492,7 +465,49 @@ def test_bad_config_is_one_line_error(tmp_path, tiny_ckpts, change, words):
     with pytest.raises(ConfigError) as exc:
         archs.get("pi0").load_model(path)
     msg = str(exc.value)
-    assert "\n" not in msg and "config.json" in msg and words in msg, msg
+    file = "omnimodel.json" if next(iter(change)).startswith("omnimodel_") else "config.json"
+    assert "\n" not in msg and f"{file}:" in msg and f"fix {file}" in msg and words in msg, msg
+
+
+def test_side_file_checked_and_optional(tmp_path, tiny_ckpts):
+    """omnimodel.json: closed keys, JSON object, one-line errors naming it; without it the released sizes."""
+    src = tiny_ckpts["pi0-tiny"]
+    for text, words in (
+        ('{"omnimodel_size": {}}', "unknown key omnimodel_size"),
+        ('{"omnimodel_preset": 3}', "omnimodel_preset = 3: expected a string"),
+        ('{"omnimodel_sizes": [1]}', "omnimodel_sizes = [1]: expected a JSON object"),
+        ("[1]", "not a JSON object"),
+        ("{", "not valid JSON"),
+    ):
+        path = tmp_path / "bad"
+        shutil.rmtree(path, ignore_errors=True)
+        shutil.copytree(src, path)
+        (path / "omnimodel.json").write_text(text)
+        with pytest.raises((ConfigError, CheckpointError)) as exc:
+            archs.get("pi0").read_config(path)
+        msg = str(exc.value)
+        assert "\n" not in msg and msg.startswith(str(path / "omnimodel.json")) and words in msg, msg
+    (path / "omnimodel.json").unlink()  # a LeRobot checkpoint: the released sizes, named by its type
+    cfg = archs.get("pi0").read_config(path)
+    assert (cfg.llm.width, cfg.vocab, cfg.name) == (2048, 257_152, "pi0")
+    with pytest.raises(CheckpointError, match=r"but the config implies .*omnimodel\.json's omnimodel_sizes"):
+        archs.get("pi0").load_model(path)
+
+
+def test_sizes_inside_config_json_still_read(tmp_path, tiny_ckpts, tiny_models):
+    """Checkpoints written before omnimodel.json kept omnimodel_preset / omnimodel_sizes in config.json."""
+    path = tmp_path / "old"
+    shutil.copytree(tiny_ckpts["pi05-tiny"], path)
+    raw = json.loads((path / "config.json").read_text())
+    raw.update(json.loads((path / "omnimodel.json").read_text()))
+    (path / "config.json").write_text(json.dumps(raw))
+    (path / "omnimodel.json").unlink()
+    model = archs.get("pi05").load_model(path)
+    assert model.cfg == tiny_models["pi05-tiny"].cfg
+    raw["omnimodel_sizes"]["llm"]["heads"] = "8"
+    (path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=r"config\.json: omnimodel_sizes\.llm\.heads = '8'"):
+        archs.get("pi05").read_config(path)
 
 
 def test_pi0_weights_under_pi05_config(tmp_path, tiny_ckpts):
@@ -641,6 +656,9 @@ def test_zoo_make_with_custom_sizes(tmp_path):
         archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "d", sets=("omnimodel_sizes.llm.depth=2",))
     with pytest.raises(ConfigError, match="not a settable key"):
         archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "e", sets=("type=pi0",))
+    path = archs.get("pi05").make_checkpoint("pi05-tiny", tmp_path / "f", sets=("omnimodel_preset=my-size",))
+    assert archs.for_checkpoint(path).name == "pi05" and archs.get("pi05").read_config(path).name == "my-size"
+    assert json.loads((path / "omnimodel.json").read_text())["omnimodel_preset"] == "my-size"
 
 
 @pytest.mark.parametrize("name, prefix", [("pi05", 968), ("pi0", 816)])

@@ -1,7 +1,8 @@
 """π0 / π0.5 tiny presets against the upstream oracle: LeRobot 0.6.1 PI0Policy / PI05Policy, fp32, CPU.
 
-Both directions: `omnimodel zoo make` writes a checkpoint that LeRobot and ours load; LeRobot's own
-save_pretrained (+ its processor files) writes one that ours loads. LeRobot runs in its own venv
+Both directions: `omnimodel zoo make` writes a checkpoint that LeRobot and ours load (its config.json
+holds only keys LeRobot's configs know); LeRobot's own save_pretrained (+ its processor files) writes
+one that ours loads (the only test of LeRobot-saved -> ours). LeRobot runs in its own venv
 (built once by tests/oracles/build_lerobot_venv.py, driven by tests/oracles/lerobot_pi.py); both
 sides run sample_actions on the same observation and noise. Compared: prefix embeddings, one
 denoise-step velocity at t=1 and the 10-step action chunk, by cosine and max abs difference.
@@ -113,6 +114,28 @@ def test_tiny_matches_lerobot(case: Case, lerobot_python: Path, tmp_path: Path) 
     _assert_close(case.preset, _ours(ckpt, case.arch, inputs), ref)
 
 
+def test_zoo_config_json_has_only_lerobot_fields(lerobot_python: Path, tmp_path: Path) -> None:
+    """Stock LeRobot (draccus) refuses unknown config.json keys: every preset's uses only PI0Config / PI05Config's."""
+    dirs = {}
+    for case in CASES:  # the tiny presets as `zoo make` writes them
+        dirs[case.preset] = tmp_path / case.preset
+        made = _omnimodel("zoo", "make", case.preset, str(dirs[case.preset]))
+        assert made.returncode == 0, made.stderr[-2000:]
+        assert (dirs[case.preset] / ck.SIDE_FILE).is_file()
+    for name in ("pi05", "pi0"):  # the full-size ones: the same config.json, without 6.7 GB of weights
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        (dirs[name] / "config.json").write_text(json.dumps(ck.config_to_json(PRESETS[name])))
+    cmd = [str(lerobot_python), str(ORACLES / "lerobot_pi.py"), "config-fields", *map(str, dirs.values())]
+    ran = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, f"LeRobot refuses a preset's config.json:\n{ran.stderr[-3000:]}"
+    known = json.loads(ran.stdout.strip().splitlines()[-1])
+    for name, path in dirs.items():
+        raw = json.loads((path / "config.json").read_text())
+        unknown = sorted(set(raw) - set(known[raw["type"]]))
+        assert not unknown, f"{name}: config.json keys LeRobot 0.6.1's {raw['type']} refuses: {unknown}"
+
+
 def _assert_close(label: str, ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
     """Every compared tensor within COS_MIN / MAX_ABS; prints each observed value, fails naming the misses."""
     failures = []
@@ -142,12 +165,11 @@ def test_lerobot_written_tiny_matches_ours(case: Case, lerobot_python: Path, tmp
         assert ran.returncode == 0, f"LeRobot oracle {args[0]} failed:\n{ran.stderr[-3000:]}"
     ref = dict(np.load(out))
 
-    # LeRobot's config names only the released Gemma variants; the tiny sizes travel beside it.
+    # LeRobot's config names only the released Gemma variants; the tiny sizes go in omnimodel.json beside it.
     ours_dir = tmp_path / f"{case.arch}-ours"
     shutil.copytree(ckpt, ours_dir)
-    raw = json.loads((ours_dir / "config.json").read_text())
-    raw["omnimodel_sizes"] = ck.config_to_json(PRESETS[case.preset])["omnimodel_sizes"]
-    (ours_dir / "config.json").write_text(json.dumps(raw))
+    side = {"omnimodel_sizes": ck.side_to_json(PRESETS[case.preset])["omnimodel_sizes"]}
+    (ours_dir / ck.SIDE_FILE).write_text(json.dumps(side))
     _assert_close(f"LeRobot-written {case.preset}", _ours(ours_dir, case.arch, inputs), ref)
 
     (state_file,) = ckpt.glob("policy_preprocessor_step_*_normalizer_processor.safetensors")

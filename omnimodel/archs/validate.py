@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from omnimodel.errors import ConfigError
@@ -26,8 +27,11 @@ _FIX = "fix config.json or re-download"
 
 
 def _fix(source: str) -> str:
-    """What the user changes: the checkpoint's config.json, or a `zoo make --set` value."""
-    return "fix the --set value" if source == "--set" else _FIX
+    """What the user changes: the JSON file `source` names (config.json, omnimodel.json, ...), or a `zoo make --set` value."""
+    if source == "--set":
+        return "fix the --set value"
+    name = PurePath(source).name
+    return f"fix {name} or re-download" if name.endswith(".json") else _FIX
 
 
 @dataclass(frozen=True)

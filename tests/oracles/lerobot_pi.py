@@ -2,6 +2,11 @@
 
     python lerobot_pi.py run CKPT_DIR INPUTS.npz OUT.npz [--sizes auto|tiny|config] [--steps N]
     python lerobot_pi.py make-tiny {pi0,pi05} OUT_DIR [--seed S]
+    python lerobot_pi.py config-fields [DIR ...]
+
+`config-fields` prints {"pi0": [...], "pi05": [...]}: the config.json keys PI0Config / PI05Config
+accept (their dataclass fields and draccus' `type`), after LeRobot has parsed each DIR/config.json
+as it is (exit 1 with LeRobot's complaint when it refuses one).
 
 `run` builds the policy from a LeRobot-layout dir (config.json + model.safetensors) in fp32 on the CPU,
 loads the weights strictly (LeRobot's own key fix-up, then load_state_dict(strict=True); LeRobot's
@@ -18,12 +23,12 @@ What is patched, all config-only (no function that computes a number is replaced
   wheel is a CUDA build that cannot load beside the CPU torch, so when the real one does not import
   a stub module supplies the names (classes derive from nn.Module, calling anything raises).
 * sizes: LeRobot maps the variant names "gemma_2b" / "gemma_300m" to fixed sizes and builds a So400m
-  vision config. For other sizes (--sizes tiny = TINY; --sizes auto = config.json's `omnimodel_sizes`
-  when present, else LeRobot's own), `get_gemma_config` in modeling_pi0/modeling_pi05 returns those
+  vision config. For other sizes (--sizes tiny = TINY; --sizes auto = `omnimodel_sizes` of the
+  omnimodel.json omnimodel writes beside config.json, when present, else LeRobot's own),
+  `get_gemma_config` in modeling_pi0/modeling_pi05 returns those
   stacks, and the two HF constructors it calls (PaliGemmaForConditionalGenerationWithPiGemma,
   PiGemmaForCausalLM) get their config's vision sizes, projection_dim and vocab_size set first.
-* config.json: omnimodel's writer adds `omnimodel_*` keys that stock LeRobot (draccus) refuses;
-  LeRobot parses a copy without them (the runner says so on stderr).
+* config.json: nothing; LeRobot parses the file as it is (draccus refuses unknown keys).
 * make-tiny only: transformers' AutoTokenizer.from_pretrained in the tokenizer step returns a
   placeholder, so the processor pipeline can be built and saved offline (it records the name only).
 """
@@ -36,7 +41,6 @@ import importlib.machinery
 import json
 import os
 import sys
-import tempfile
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +78,7 @@ class Sizes:
 
     @classmethod
     def from_omnimodel(cls, d: dict) -> Sizes:
-        """From the `omnimodel_sizes` entry omnimodel's writer puts in config.json."""
+        """From the `omnimodel_sizes` entry omnimodel's writer puts in omnimodel.json."""
         v = d["vision"]
         return cls(
             llm=Stack(**d["llm"]),
@@ -101,6 +105,7 @@ TINY = Sizes(
     image=224,
     vocab=1024,
 )
+SIDE_FILE = "omnimodel.json"  # omnimodel's preset name and sizes, beside config.json
 CAMERAS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 TINY_CONFIG = {  # per policy type: what make-tiny writes beyond the sizes
     "pi05": {"chunk_size": 10, "n_action_steps": 10, "tokenizer_max_length": 200},
@@ -237,29 +242,45 @@ def policy_class(policy_type: str):
 
 
 def _lerobot_config(ckpt: Path, sizes: str):
-    """LeRobot's own parse of CKPT/config.json, minus omnimodel's `omnimodel_*` keys; the sizes to use."""
+    """LeRobot's own parse of CKPT/config.json, unmodified; the sizes to use (see the module docstring)."""
     from lerobot.configs import PreTrainedConfig
 
-    raw = json.loads((ckpt / "config.json").read_text())
-    ours = {k: raw.pop(k) for k in list(raw) if k.startswith("omnimodel_")}
     chosen = {"tiny": TINY, "config": None}.get(sizes)
-    if sizes == "auto" and "omnimodel_sizes" in ours:
-        chosen = Sizes.from_omnimodel(ours["omnimodel_sizes"])
+    side = ckpt / SIDE_FILE
+    if sizes == "auto" and side.is_file():
+        ours = json.loads(side.read_text())
+        if "omnimodel_sizes" in ours:
+            chosen = Sizes.from_omnimodel(ours["omnimodel_sizes"])
     if chosen is not None:
         use_sizes(chosen)
-    with tempfile.TemporaryDirectory() as tmp:
-        # stock LeRobot (draccus) refuses unknown fields, so it reads a copy without omnimodel's keys
-        (Path(tmp) / "config.json").write_text(json.dumps(raw))
-        try:
-            config = PreTrainedConfig.from_pretrained(tmp, local_files_only=True)
-        except Exception as exc:  # draccus' DecodingError and friends: one line for the test to show
-            raise SystemExit(f"lerobot_pi: LeRobot rejects {ckpt}/config.json: {exc}") from exc
-    if ours:
-        print(
-            f"lerobot_pi: ignored {sorted(ours)} in {ckpt}/config.json (stock LeRobot refuses them)",
-            file=sys.stderr,
-        )
+    try:
+        config = PreTrainedConfig.from_pretrained(str(ckpt), local_files_only=True)
+    except Exception as exc:  # draccus' DecodingError and friends: one line for the test to show
+        raise SystemExit(f"lerobot_pi: LeRobot rejects {ckpt}/config.json: {exc}") from exc
     return config, chosen is not None
+
+
+def config_fields(dirs: list[Path]) -> dict[str, list[str]]:
+    """The config.json keys PI0Config and PI05Config accept (their dataclass fields and draccus' `type`).
+
+    Each of `dirs` is parsed by LeRobot first, its config.json untouched.
+    """
+    import dataclasses
+
+    from lerobot.configs import PreTrainedConfig
+    from lerobot.policies.pi0.configuration_pi0 import PI0Config
+    from lerobot.policies.pi05.configuration_pi05 import PI05Config
+
+    for d in dirs:
+        try:
+            PreTrainedConfig.from_pretrained(str(d), local_files_only=True)
+        except Exception as exc:  # draccus' DecodingError and friends: one line for the test to show
+            raise SystemExit(f"lerobot_pi: LeRobot rejects {d}/config.json: {exc}") from exc
+
+    return {
+        name: sorted({"type", *(f.name for f in dataclasses.fields(cls))})
+        for name, cls in (("pi0", PI0Config), ("pi05", PI05Config))
+    }
 
 
 def load_policy(ckpt: Path, sizes: str = "auto"):
@@ -425,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("policy_type", choices=("pi0", "pi05"))
     m.add_argument("out", type=Path)
     m.add_argument("--seed", type=int, default=0)
+    sub.add_parser("config-fields").add_argument("dirs", type=Path, nargs="*")
     args = p.parse_args(argv)
     install_torchvision_stub()
     import torch
@@ -432,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     if args.cmd == "run":
         run(args.ckpt, args.inputs, args.out, args.sizes, args.steps)
+    elif args.cmd == "config-fields":
+        print(json.dumps(config_fields(args.dirs)))
     else:
         make_tiny(args.policy_type, args.out, args.seed)
     return 0

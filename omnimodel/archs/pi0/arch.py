@@ -95,9 +95,9 @@ class PiArch(PackageArch):
         return type(cfg) is PiConfig and cfg.pi05 == self.pi05
 
     def config_json(self, cfg: Any) -> dict:
-        from omnimodel.archs.pi0.checkpoint import config_to_json
+        from omnimodel.archs.pi0.checkpoint import config_to_json, side_to_json
 
-        return config_to_json(cfg)
+        return {**config_to_json(cfg), **side_to_json(cfg)}  # config.json and omnimodel.json in one
 
     def build_model(self, cfg: Any) -> Any:
         from omnimodel.archs.pi0.model import PI0

@@ -11,9 +11,12 @@ table often only as `paligemma.lm_head.weight` (tied, deduplicated on save), nor
 statistics in the `policy_preprocessor.json` / `policy_postprocessor.json` step state files, or
 as `normalize_inputs.buffer_*` tensors inside model.safetensors in older checkpoints.
 
-We write the LeRobot layout. Presets add `omnimodel_preset` and `omnimodel_sizes` (every size,
-since LeRobot's config only names the two released Gemma variants); a LeRobot loader must drop
-those two keys before parsing.
+We write the LeRobot layout, config.json holding only fields LeRobot's PI0Config / PI05Config know
+(it refuses any other). What LeRobot cannot say lives beside it in `omnimodel.json`: the preset name
+(`omnimodel_preset`) and, for sizes other than the released ones, every size (`omnimodel_sizes`,
+since LeRobot's config only names the two released Gemma variants). A checkpoint without
+omnimodel.json has the released sizes; one written before the side file keeps both keys in
+config.json, where they are still read.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from omnimodel.errors import CheckpointError, ConfigError
 from omnimodel.models.safetensors_mmap import open_safetensors, read_safetensors_header
 
 WEIGHTS = "model.safetensors"
+SIDE_FILE = "omnimodel.json"  # our entries LeRobot's config.json has no field for
+SIDE_KEYS = ("omnimodel_preset", "omnimodel_sizes")
 PREPROCESSOR = "policy_preprocessor.json"
 POSTPROCESSOR = "policy_postprocessor.json"
 LEROBOT_TYPES = {"pi0": False, "pi05": True}
@@ -101,7 +106,10 @@ _LEROBOT_FIELDS = (
     Field("tokenizer_max_length", int, 1, 1 << 16, optional=True),
     Field("empty_cameras", int, 0, 64, optional=True),
     Field("use_relative_actions", bool, optional=True),
+)
+_SIDE_FIELDS = (
     Field("omnimodel_preset", str, optional=True),
+    Field("omnimodel_sizes", dict, optional=True),
 )
 _OPENPI_FIELDS = (
     Field("action_dim", int, 1, 4096),
@@ -269,14 +277,23 @@ def norm_modes(source: str, raw: dict, pi05: bool) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def config_from_json(raw: dict, source: str, pi05: bool | None = None) -> PiConfig:
-    """PiConfig from either layout's config.json, every field checked before any module is built."""
+def config_from_json(
+    raw: dict, source: str, pi05: bool | None = None, side: dict | None = None, side_source: str = ""
+) -> PiConfig:
+    """PiConfig from either layout's config.json and our side entries, every field checked before any module is built.
+
+    `side` holds omnimodel.json's entries (`omnimodel_preset`, `omnimodel_sizes`; see read_side),
+    named `side_source` in errors; without them the checkpoint has the released sizes.
+    """
+    side_source = side_source or source
+    side = check_section(side_source, side or {}, _SIDE_FIELDS)
+    sizes = _sizes(side_source, side["omnimodel_sizes"]) if "omnimodel_sizes" in side else None
     kind = layout(raw)
     if kind == "lerobot":
         top = check_section(source, raw, _LEROBOT_FIELDS)
         pi05 = LEROBOT_TYPES[top["type"]]
-        if "omnimodel_sizes" in raw:
-            vision, llm, expert, vocab = _sizes(source, raw["omnimodel_sizes"])
+        if sizes:
+            vision, llm, expert, vocab = sizes
         else:
             vision = SiglipConfig()
             llm = _variant(source, "paligemma_variant", top.get("paligemma_variant", "gemma_2b"))
@@ -309,7 +326,7 @@ def config_from_json(raw: dict, source: str, pi05: bool | None = None) -> PiConf
             max_period=float(top.get("max_period", 4.0)),
             norm_mode="quantile" if state_mode == "quantile" else "mean_std",
             discrete_state_input=pi05,
-            name=top.get("omnimodel_preset", top["type"]),
+            name=side.get("omnimodel_preset", top["type"]),
         )
     if kind == "openpi":
         if pi05 is None:
@@ -317,8 +334,8 @@ def config_from_json(raw: dict, source: str, pi05: bool | None = None) -> PiConf
                 f"{source}: an openpi config.json does not say π0 or π0.5; read it through the checkpoint directory"
             )
         top = check_section(source, raw, _OPENPI_FIELDS)
-        if "omnimodel_sizes" in raw:
-            vision, llm, expert, vocab = _sizes(source, raw["omnimodel_sizes"])
+        if sizes:
+            vision, llm, expert, vocab = sizes
         else:
             vision, vocab = SiglipConfig(), 257_152
             llm = _variant(source, "paligemma_variant", top["paligemma_variant"])
@@ -337,7 +354,7 @@ def config_from_json(raw: dict, source: str, pi05: bool | None = None) -> PiConf
             norm_mode="quantile" if pi05 else "mean_std",
             # openpi's pi05_libero trains with discrete_state_input=False; its config.json does not say
             discrete_state_input=top.get("discrete_state_input", False),
-            name="pi05" if pi05 else "pi0",
+            name=side.get("omnimodel_preset", "pi05" if pi05 else "pi0"),
         )
     raise ConfigError(
         f"{source}: neither a LeRobot (type pi0/pi05) nor an openpi π config.json; fix config.json or re-download"
@@ -350,13 +367,34 @@ def read_raw_config(ckpt: Path) -> dict:
     return read_config_json(ckpt)
 
 
+def read_side(ckpt: Path, raw: dict) -> tuple[dict, str]:
+    """omnimodel.json's entries (every key and type checked) and the file to name in errors.
+
+    Without the file: the `omnimodel_*` keys of config.json `raw` (checkpoints written before the
+    side file kept them there), else none (the released sizes).
+    """
+    path = Path(ckpt) / SIDE_FILE
+    if not path.is_file():
+        return {k: raw[k] for k in SIDE_KEYS if k in raw}, str(Path(ckpt) / "config.json")
+    try:
+        side = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc}); fix it or re-make the checkpoint") from None
+    source = str(path)
+    if not isinstance(side, dict):
+        raise CheckpointError(f"{path}: not a JSON object; it maps {' / '.join(SIDE_KEYS)} to values")
+    check_section(source, side, _SIDE_FIELDS, closed=True)
+    return side, source
+
+
 def read_config(ckpt: Path) -> PiConfig:
-    """Parse a checkpoint's config.json (and, for openpi, tell π0 from π0.5 by the weights)."""
+    """Parse a checkpoint's config.json and omnimodel.json (and, for openpi, tell π0 from π0.5 by the weights)."""
     ckpt = Path(ckpt)
     raw = read_raw_config(ckpt)
     source = str(ckpt / "config.json")
     pi05 = is_pi05(ckpt, raw) if layout(raw) == "openpi" else None
-    return config_from_json(raw, source, pi05)
+    side, side_source = read_side(ckpt, raw)
+    return config_from_json(raw, source, pi05, side, side_source)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -445,7 +483,7 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> PI0:
             raise CheckpointError(f"{ckpt / WEIGHTS}: tensor {key} missing; config.json and weights disagree")
         if tuple(state[key].shape) != tuple(ref.shape):
             raise CheckpointError(
-                f"{ckpt / WEIGHTS}: {key} has shape {tuple(state[key].shape)} but config.json implies {tuple(ref.shape)}; fix config.json"
+                f"{ckpt / WEIGHTS}: {key} has shape {tuple(state[key].shape)} but the config implies {tuple(ref.shape)}; sizes other than the released ones belong in {SIDE_FILE}'s omnimodel_sizes"
             )
     unexpected = sorted(set(state) - set(expected))
     if unexpected:
@@ -605,24 +643,14 @@ def config_to_json(
     state_dim: int = 8,
     action_dim: int = 7,
     image_keys: tuple[str, ...] = (),
-    sizes: bool = False,
 ) -> dict:
-    """LeRobot's PI0Config / PI05Config fields for `cfg`, plus our preset name and (unless released sizes) every size.
-
-    `sizes` writes `omnimodel_sizes` even for the released sizes (for editing them).
-    """
+    """config.json for `cfg`: LeRobot's PI0Config / PI05Config fields only (see side_to_json for the rest)."""
     keys = image_keys or ("observation.images.image", "observation.images.image2")
     keys = keys[: cfg.num_cameras]
     res = [cfg.vision.image, cfg.vision.image]
     mode = "QUANTILES" if cfg.norm_mode == "quantile" else "MEAN_STD"
     variant_of = {v: k for k, v in VARIANTS.items()}
-    real = (
-        cfg.vision == SiglipConfig()
-        and cfg.llm in variant_of
-        and cfg.expert in variant_of
-        and cfg.vocab == 257_152
-    )
-    out = {
+    return {
         "type": "pi05" if cfg.pi05 else "pi0",
         "n_obs_steps": 1,
         "input_features": {
@@ -675,9 +703,26 @@ def config_to_json(
         "scheduler_warmup_steps": 1000,
         "scheduler_decay_steps": 30000,
         "scheduler_decay_lr": 2.5e-06,
-        "omnimodel_preset": cfg.name,
     }
-    if sizes or not real:
+
+
+def released_sizes(cfg: PiConfig) -> bool:
+    """True when LeRobot's variant names and fixed vision/vocab sizes say all of `cfg`'s sizes."""
+    return (
+        cfg.vision == SiglipConfig()
+        and cfg.llm in VARIANTS.values()
+        and cfg.expert in VARIANTS.values()
+        and cfg.vocab == 257_152
+    )
+
+
+def side_to_json(cfg: PiConfig, sizes: bool = False) -> dict:
+    """omnimodel.json for `cfg`: the preset name and, unless they are the released ones, every size.
+
+    `sizes` writes `omnimodel_sizes` even for the released sizes (for editing them).
+    """
+    out: dict = {"omnimodel_preset": cfg.name}
+    if sizes or not released_sizes(cfg):
         out["omnimodel_sizes"] = {
             "vision": {
                 k: getattr(cfg.vision, k) for k in ("width", "depth", "heads", "mlp", "patch", "image")
@@ -761,10 +806,11 @@ def processor_configs(raw_config: dict) -> tuple[dict, dict, int, int]:
 def write_checkpoint(
     model: PI0, out: Path, stats: Stats, tokenizer_writer, weight_dtype: torch.dtype = torch.float32
 ) -> None:
-    """Write config.json, model.safetensors (`model.` keys), processor configs + stats, tokenizer into `out`."""
+    """Write config.json, omnimodel.json, model.safetensors (`model.` keys), processor configs + stats, tokenizer into `out`."""
     cfg = model.cfg
     raw = config_to_json(cfg, len(stats.state["mean"]), len(stats.action["mean"]))
     (out / "config.json").write_text(json.dumps(raw, indent=2))
+    (out / SIDE_FILE).write_text(json.dumps(side_to_json(cfg), indent=2))
     pre, post, norm_index, _ = processor_configs(raw)
     (out / PREPROCESSOR).write_text(json.dumps(pre, indent=2))
     (out / POSTPROCESSOR).write_text(json.dumps(post, indent=2))
@@ -795,7 +841,7 @@ def write_openpi_checkpoint(
 ) -> None:
     """Write the openpi PyTorch layout into `out`: the converter's config.json, unprefixed keys, assets/.
 
-    With `sizes`, config.json also carries `omnimodel_sizes` (needed for sizes openpi cannot name).
+    With `sizes`, omnimodel.json beside it carries `omnimodel_sizes` (needed for sizes openpi cannot name).
     """
     cfg = model.cfg
     variant_of = {v: k for k, v in VARIANTS.items()}
@@ -806,10 +852,10 @@ def write_openpi_checkpoint(
         "action_expert_variant": variant_of.get(cfg.expert, "gemma_300m"),
         "precision": "float32",
     }
-    extra = config_to_json(cfg).get("omnimodel_sizes")
-    if sizes and extra:
-        raw["omnimodel_sizes"] = extra
     (out / "config.json").write_text(json.dumps(raw, indent=2))
+    extra = side_to_json(cfg).get("omnimodel_sizes")
+    if sizes and extra:
+        (out / SIDE_FILE).write_text(json.dumps({"omnimodel_sizes": extra}, indent=2))
     tensors = {k: t.detach().contiguous() for k, t in model.state_dict().items()}
     tensors[EXPERT_LM_HEAD] = torch.zeros(cfg.vocab, cfg.expert.width)
     save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt"})

@@ -11,10 +11,12 @@ import torch
 from torch import nn
 
 from omnimodel.archs.pi0.checkpoint import (
+    SIDE_KEYS,
     Stats,
     config_from_json,
     config_to_json,
     read_config,
+    side_to_json,
     write_checkpoint,
 )
 from omnimodel.archs.pi0.model import PI0, PRESETS, AdaRMSNorm, PiConfig, RMSNorm, count_parameters, preset
@@ -74,12 +76,13 @@ def build_random_model(name: str, seed: int = 0, cfg: PiConfig | None = None) ->
 
 
 def config_with_sets(name: str, sets: tuple[str, ...]) -> PiConfig:
-    """Preset `name` with `KEY=VALUE` edits of its config.json (`omnimodel_sizes.llm.depth=4`, `chunk_size=20`).
+    """Preset `name` with `KEY=VALUE` edits of its config.json and omnimodel.json (`chunk_size=20`, `omnimodel_sizes.llm.depth=4`).
 
-    Values are JSON (else strings); the edited config goes through the same checks as a checkpoint's.
+    The keys of both files are one namespace (ours all start with `omnimodel_`). Values are JSON
+    (else strings); the edited config goes through the same checks as a checkpoint's.
     """
     base = preset(name)
-    raw = config_to_json(base, sizes=True)
+    raw = {**config_to_json(base), **side_to_json(base, sizes=True)}
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -91,13 +94,14 @@ def config_with_sets(name: str, sets: tuple[str, ...]) -> PiConfig:
                     f"--set {key}: {name}'s config.json has no section {part!r}; fix the --set key"
                 )
             node = node[part]
-        if parts[-1] not in node or key in ("type", "omnimodel_preset"):
+        if parts[-1] not in node or key == "type":
             raise ConfigError(f"--set {key}: not a settable key of {name}'s config.json; fix the --set key")
         try:
             node[parts[-1]] = json.loads(value)
         except ValueError:
             node[parts[-1]] = value
-    return config_from_json(raw, "--set")
+    side = {k: raw.pop(k) for k in SIDE_KEYS}
+    return config_from_json(raw, "--set", side=side)
 
 
 def random_stats(
