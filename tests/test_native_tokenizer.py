@@ -418,3 +418,31 @@ def test_a_sentencepiece_checkpoint_tokenises_as_sentencepiece(tiny_run, tmp_pat
             want += [space] if want[-1] != space else []
             got = policy.native_prompt_ids(text).tolist()
             assert got == want, f"{text!r}: native {got} != sentencepiece {want}"
+
+
+def test_a_paligemma_shaped_tokenizer_has_no_space_prefix(tiny_run, tmp_path):  # noqa: F811
+    """π0's character tokenizer (PaliGemma conventions: Replace(' ', '▁'), no dummy prefix) through llama.cpp."""
+    import shutil
+
+    from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel.archs.pi0.tokenizer import build_char_tokenizer, save_tokenizer_files
+    from omnimodel.ggufio import convert
+    from omnimodel.models.tokenizer import PROMPT_TEMPLATE, SPACE
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_run / "ckpt", ckpt)
+    for f in ("tokenizer.json", "added_tokens.json"):
+        (ckpt / f).unlink()
+    tok = build_char_tokenizer(400)
+    save_tokenizer_files(tok, ckpt, 64)
+    src = convert.load_source(ckpt)
+    assert src.tokenizer["tokenizer.ggml.add_space_prefix"] is False
+    assert src.tokenizer["tokenizer.ggml.bos_token_id"] == 2
+    convert.convert(src, tmp_path / "pg.gguf", "f32", metadata=runtime_metadata(src.config, src.stats))
+    space = tok.token_to_id(SPACE)
+    with runtime.NativePolicy(tiny_run / "build" / runtime.LIBRARY, tmp_path / "pg.gguf") as policy:
+        for text in (*_suite_instructions(), *EXTRA_INSTRUCTIONS):
+            want = tok.encode(PROMPT_TEMPLATE.format(instruction=text.lower())).ids
+            want += [space] if want[-1] != space else []
+            got = policy.native_prompt_ids(text).tolist()
+            assert got == want, f"{text!r}: native {got} != python {want}"

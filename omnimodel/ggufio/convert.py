@@ -75,19 +75,29 @@ class ConvertResult:
 def load_source(src: str | os.PathLike, seed: int = 0) -> ModelSource:
     """A checkpoint directory, or a preset name (random init with `seed`)."""
     from omnimodel import archs
-    from omnimodel.ggufio.vocab import tokenizer_metadata
 
     path = Path(src)
     if path.is_dir():
         arch = archs.for_checkpoint(path)
         cfg = arch.read_config(path)
         name = getattr(cfg, "name", "") or path.name
-        return ModelSource(arch.read_state_dict(path), cfg, arch.read_stats(path), name, tokenizer=tokenizer_metadata(path))
+        return ModelSource(arch.read_state_dict(path), cfg, arch.read_stats(path), name, tokenizer=_tokenizer_keys(path))
     known = [p for a in archs.registry().values() for p in a.presets()]
     if str(src) in known:
         model, stats = archs.for_preset(str(src)).random_model(str(src), seed)
         return ModelSource(dict(model.state_dict()), model.cfg, stats, str(src), model)
     raise CheckpointError(f"{src}: neither a checkpoint directory nor a preset ({', '.join(known)})")
+
+
+def _tokenizer_keys(ckpt: Path) -> dict[str, Any]:
+    """The checkpoint's tokenizer as tokenizer.ggml.* keys; {} (and a warning naming why) when it cannot be expressed."""
+    from omnimodel.ggufio.vocab import tokenizer_metadata
+
+    try:
+        return tokenizer_metadata(ckpt)
+    except CheckpointError as exc:
+        log.warning("%s; the GGUF gets no tokenizer and the native library takes token ids only", exc)
+        return {}
 
 
 def default_transforms(config: Any) -> dict[str, list[str]]:

@@ -141,8 +141,8 @@ omni_text * omni_text_load(const omni_core & C, int n_vocab) {
     const int64_t n = check_tokenizer_keys(C.gguf);
     if (n_vocab > 0 && n > n_vocab) throw bad(std::to_string(n) + " tokens but the model embeds " + std::to_string(n_vocab));
     auto T = std::make_unique<omni_text>();
-    T->tmpl = C.str(KEY_TEMPLATE);
-    if (T->tmpl.find(PLACEHOLDER) == std::string::npos) throw bad(std::string(KEY_TEMPLATE) + " is missing or has no " + PLACEHOLDER);
+    T->tmpl = C.str(KEY_TEMPLATE);  // may be absent (an arch that writes none): omni_predict_text then says so
+    if (!T->tmpl.empty() && T->tmpl.find(PLACEHOLDER) == std::string::npos) throw bad(std::string(KEY_TEMPLATE) + " has no " + PLACEHOLDER);
     T->lowercase = C.num(KEY_LOWERCASE, 0.0) != 0.0;
     T->model = load_vocab(C.path);
     T->vocab = llama_model_get_vocab(T->model);
@@ -161,6 +161,9 @@ void omni_text_free(omni_text * T) { delete T; }
 
 std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruction) {
     if (!instruction) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: instruction is NULL");
+    if (T.tmpl.empty()) {
+        throw omni_error(OMNI_ERR_FORMAT, std::string("model.gguf has no ") + KEY_TEMPLATE + " (its arch's metadata writes it); pass token ids to omni_predict");
+    }
     std::string inst = instruction;
     if (inst.size() > MAX_TEXT_BYTES) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: instruction longer than 64 KiB");
     if (T.lowercase) inst = lower_utf8(inst);
