@@ -144,6 +144,7 @@ def _convert_with(run, tmp_path, edit) -> str:
 
     src = convert.load_source(run / "ckpt")
     edit(src.tokenizer)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "edited.gguf"
     convert.convert(src, path, "f32", metadata=runtime_metadata(src.config, src.stats))
     return str(path)
@@ -170,11 +171,18 @@ def test_a_bad_tokenizer_is_refused_in_one_line(tiny_run, tmp_path, edit, messag
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
 
 
-def test_no_tokenizer_means_token_ids_only(tiny_run, tmp_path):  # noqa: F811
+def test_no_tokenizer_means_token_ids_only(tiny_run, tmp_path, monkeypatch):  # noqa: F811
     path = _convert_with(tiny_run, tmp_path, lambda t: t.clear())
     with runtime.NativePolicy(tiny_run / "build" / runtime.LIBRARY, path) as policy:
         img = np.zeros((policy.image_size, policy.image_size, 3), np.uint8)
         with pytest.raises(runtime.NativeError, match="carries no tokenizer"):
+            policy.predict_text([img, img], np.zeros(policy.proprio_dim, np.float32), "open the drawer")
+    # a tokenizer but no prompt template (an arch that writes none): loads, and omni_predict_text names the key
+    monkeypatch.setattr("omnimodel.archs.openvla_oft.metadata.prompt_metadata", lambda: {})
+    path = _convert_with(tiny_run, tmp_path / "nt", lambda t: None)
+    with runtime.NativePolicy(tiny_run / "build" / runtime.LIBRARY, path) as policy:
+        img = np.zeros((policy.image_size, policy.image_size, 3), np.uint8)
+        with pytest.raises(runtime.NativeError, match="has no omnimodel.prompt.template"):
             policy.predict_text([img, img], np.zeros(policy.proprio_dim, np.float32), "open the drawer")
 
 
