@@ -88,6 +88,18 @@ def check_ggml_builds() -> Check:
     return Check("GGML builds", True, ", ".join(parts))
 
 
+def check_llama_builds() -> Check:
+    """The cached libllama builds (the policy's tokenizer); built on the first port when missing."""
+    from omnimodel.toolchain.llama import builds_root
+
+    root = builds_root()
+    found = sorted(p.name for p in root.glob("*-*") if (p / "lib" / "libllama.a").is_file()) if root.is_dir() else []
+    if not found:
+        return Check("libllama builds", False, "none cached (the first port builds it, ~5 min on 2 cores)",
+                     "omnimodel toolchain build", required=False)  # fmt: skip
+    return Check("libllama builds", True, ", ".join(found))
+
+
 def check_docker() -> tuple[Check, Check]:
     """The Docker engine (answers a ping) and the sandbox image for the current recipe."""
     from omnimodel.errors import SandboxError
@@ -162,6 +174,7 @@ def run_checks() -> list[Check]:
         check_tool("ninja", "ninja", "apt-get install -y ninja-build"),
         check_ggml_source(),
         check_ggml_builds(),
+        check_llama_builds(),
         *check_docker(),
         check_cuda(),
         *check_llm_keys(),
