@@ -33,7 +33,9 @@ class CalibrationSet:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def inputs(self, i: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def inputs(
+        self, i: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(pixel_values (1, 6 n_img, 224, 224), input_ids (1, T), proprio (1, P)) of frame i."""
         from omnimodel.models.preprocess import pixel_values
 
@@ -60,6 +62,7 @@ def frame_cap(frames: int | None) -> int | None:
         return DEFAULT_FRAMES
     return None if frames <= 0 else frames
 
+
 def from_demos(
     root: str | Path,
     stats: dict | None = None,
@@ -74,6 +77,7 @@ def from_demos(
     `stats` are the checkpoint's action/proprio statistics (one dataset's dict); without them the
     calibration episodes' own statistics are used. `frames` subsamples (--calib-frames).
     """
+    from omnimodel.archs.openvla_oft.prompt import prompt_ids as build_prompt_ids  # the suite policy's prompt
     from omnimodel.calib import (
         FrameDataset,
         dataset_statistics,
@@ -82,7 +86,7 @@ def from_demos(
         subsample_frames,
     )
     from omnimodel.models.preprocess import normalize_actions, normalize_proprio
-    from omnimodel.models.tokenizer import build_char_tokenizer, build_prompt_ids
+    from omnimodel.models.tokenizer import build_char_tokenizer
 
     episodes = read_demos(root)
     chosen = select_calibration(episodes, seed) if select else episodes
@@ -136,8 +140,12 @@ def resolve(calibration: Any, cfg: Any, frames: int | None = None, seed: int = 0
     if isinstance(calibration, (str, Path)):
         return from_demos(calibration, stats, tokenizer, cfg.text_vocab, frames, seed)
     if calibration is None:
-        raise CalibError("actquant needs calibration data: pass --calib DIR (from `omnimodel suite export --out DIR`)")
-    raise CalibError(f"actquant cannot use calibration data of type {type(calibration).__name__}; pass a directory")
+        raise CalibError(
+            "actquant needs calibration data: pass --calib DIR (from `omnimodel suite export --out DIR`)"
+        )
+    raise CalibError(
+        f"actquant cannot use calibration data of type {type(calibration).__name__}; pass a directory"
+    )
 
 
 def subset(cs: CalibrationSet, idx: np.ndarray) -> CalibrationSet:
@@ -188,4 +196,3 @@ class _RichTask(_Silent):
     def advance(self, n: int = 1) -> None:
         """Advance the bar by n."""
         self.bar.advance(self.task, n)
-

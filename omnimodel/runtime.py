@@ -98,6 +98,8 @@ class NativePolicy:
     ):
         self._lib = _bind(Path(library))
         self.tokenizer = tokenizer
+        self.model_path = Path(gguf_path)
+        self._prompt: tuple[str, bool, str] | None = None
         params = _Params(n_threads, n_gpu_layers, flash_attn, int(center_crop), int(use_mmap))
         self._handle = self._lib.omni_load(str(gguf_path).encode(), ctypes.byref(params))
         if not self._handle:
@@ -142,7 +144,33 @@ class NativePolicy:
             raise CheckpointError("this NativePolicy has no tokenizer; pass token ids to predict_ids instead")
         from omnimodel.models.tokenizer import build_prompt_ids
 
-        return np.asarray(build_prompt_ids(self.tokenizer, instruction), np.int32)
+        template, lowercase, end_token = self.prompt_format()
+        return np.asarray(build_prompt_ids(self.tokenizer, instruction, template, lowercase, end_token), np.int32)
+
+    def prompt_format(self) -> tuple[str, bool, str]:
+        """(template, lowercase, end token): the arch's prompt as the GGUF's omnimodel.prompt.* keys give it."""
+        if self._prompt is None:
+            from gguf import GGUFReader
+
+            from omnimodel.ggufio.constants import Keys
+
+            try:
+                fields = GGUFReader(str(self.model_path)).fields
+            except Exception as exc:  # noqa: BLE001 - any reader failure is one line
+                raise CheckpointError(f"{self.model_path}: cannot read its metadata ({exc})") from None
+            field = fields.get(Keys.Omnimodel.PROMPT_TEMPLATE)
+            if field is None:
+                raise CheckpointError(
+                    f"{self.model_path}: no {Keys.Omnimodel.PROMPT_TEMPLATE} key; re-run the port to write the prompt format"
+                )
+            lower = fields.get(Keys.Omnimodel.PROMPT_LOWERCASE)
+            end = fields.get(Keys.Omnimodel.PROMPT_END_TOKEN)
+            self._prompt = (
+                str(field.contents()),
+                bool(lower.contents()) if lower is not None else False,
+                str(end.contents()) if end is not None else "",
+            )
+        return self._prompt
 
     def predict_ids(self, images: list[np.ndarray], proprio: np.ndarray, token_ids: np.ndarray) -> np.ndarray:
         """(chunk, action_dim) un-normalised actions from uint8 HxWx3 images, raw proprio and token ids."""

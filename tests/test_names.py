@@ -89,7 +89,9 @@ def test_runtime_metadata_keys_come_from_keys(arch, model):
     for template in keys.values():
         for tower in ("v", "v2"):
             allowed.add(arch_key(arch.name, template.format(tower=tower)))
-    allowed |= set(prompt_metadata())  # the generic prompt keys omni_predict_text reads (omnimodel.prompt.*)
+    allowed |= set(
+        prompt_metadata("{instruction}")
+    )  # the generic prompt keys omni_predict_text reads (omnimodel.prompt.*)
     meta = arch.runtime_metadata(model.cfg, random_stats(0, model.cfg.action_dim, model.cfg.proprio_dim))
     assert set(meta) <= allowed, sorted(set(meta) - allowed)
     assert set(meta) == allowed  # with statistics, every key the graph reads is written

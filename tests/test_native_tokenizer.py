@@ -59,7 +59,8 @@ def test_gguf_carries_the_tokenizer_as_gguf_py_writes_it(tiny_run):  # noqa: F81
 
 
 def test_native_token_ids_equal_python_for_every_suite_instruction(tiny_run):  # noqa: F811
-    from omnimodel.models.tokenizer import build_prompt_ids, load_tokenizer
+    from omnimodel.archs.openvla_oft.prompt import prompt_ids as build_prompt_ids
+    from omnimodel.models.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_run / "ckpt")
     instructions = _suite_instructions()
@@ -279,7 +280,9 @@ def test_llama_cpp_opens_our_gguf_vocabulary_not_the_whole_model(tiny_run, tmp_p
     """
     import json
 
-    from omnimodel.models.tokenizer import PROMPT_TEMPLATE, build_prompt_ids, load_tokenizer
+    from omnimodel.archs.openvla_oft.prompt import PROMPT_TEMPLATE
+    from omnimodel.archs.openvla_oft.prompt import prompt_ids as build_prompt_ids
+    from omnimodel.models.tokenizer import load_tokenizer
     from omnimodel.sandbox import get_sandbox
     from omnimodel.sandbox.cmake_project import compile_and_run_cmake_project
     from omnimodel.toolchain import ensure_ggml_build
@@ -396,8 +399,8 @@ def test_a_sentencepiece_checkpoint_tokenises_as_sentencepiece(tiny_run, tmp_pat
         spm = None
     require(spm is not None, "the sentencepiece package (reads tokenizer.model)")
     from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.prompt import PROMPT_TEMPLATE
     from omnimodel.ggufio import convert
-    from omnimodel.models.tokenizer import PROMPT_TEMPLATE
 
     corpus = tmp_path / "corpus.txt"
     instructions = _suite_instructions()
@@ -433,9 +436,10 @@ def test_a_paligemma_shaped_tokenizer_has_no_space_prefix(tiny_run, tmp_path):  
     import shutil
 
     from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel.archs.openvla_oft.prompt import PROMPT_TEMPLATE
     from omnimodel.archs.pi0.tokenizer import build_char_tokenizer, save_tokenizer_files
     from omnimodel.ggufio import convert
-    from omnimodel.models.tokenizer import PROMPT_TEMPLATE, SPACE
+    from omnimodel.models.tokenizer import SPACE
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_run / "ckpt", ckpt)

@@ -164,14 +164,17 @@ def test_device_choice():
 def test_padded_forward_equals_each_samples_own_forward():
     """Mixed-task batches: right-padded prompts with masked pad keys give every sample its unpadded result."""
     from omnimodel.archs.openvla_oft.model import OpenVLAOFT, init_weights
-    from omnimodel.models.tokenizer import build_char_tokenizer, build_prompt_ids
+    from omnimodel.archs.openvla_oft.prompt import prompt_ids as build_prompt_ids
+    from omnimodel.models.tokenizer import build_char_tokenizer
     from omnimodel.train import padded_forward, task_prompt_table
 
     cfg = micro_config()
     model = OpenVLAOFT(cfg).eval()
     init_weights(model, 3)
     tok = build_char_tokenizer(cfg.text_vocab)
-    prompts = [build_prompt_ids(tok, s) for s in ("pick up the cube in the front", "put the bowl on the plate", "go")]
+    prompts = [
+        build_prompt_ids(tok, s) for s in ("pick up the cube in the front", "put the bowl on the plate", "go")
+    ]
     table, lengths = task_prompt_table(prompts, cfg.pad_token_id, torch.device("cpu"))
     assert len(set(lengths.tolist())) == 3
     g = torch.Generator().manual_seed(0)

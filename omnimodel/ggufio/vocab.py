@@ -3,7 +3,7 @@
 The keys and values are those llama.cpp's convert_hf_to_gguf.py writes for a SentencePiece model
 (`_set_vocab_sentencepiece`): model "llama", pre "default", the token list, float32 scores,
 int32 token types, then gguf-py's SpecialVocab (bos/eos/unk/pad ids, add_bos/add_eos). Sources,
-in order: `tokenizer.model` (SentencePiece, as the OpenVLA family ships it) or a `tokenizer.json`
+in order: `tokenizer.model` (SentencePiece, as LLaMA-2-based checkpoints ship it) or a `tokenizer.json`
 whose model is BPE behind a Metaspace ('▁') pre-tokenizer or a LLaMA-style Replace/Prepend
 normalizer (SentencePiece exported to HF, and our tiny character tokenizer). For the latter a
 token's score is minus the rank of the merge that makes it (0 for tokens no merge makes), which is

@@ -68,26 +68,25 @@ def load_tokenizer(ckpt_dir: Path) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
-# The OpenVLA family's prompt; the native library builds it from the GGUF (prompt_metadata).
-PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
-
-
-def prompt_metadata() -> dict[str, Any]:
-    """The GGUF keys that let the native omni_predict_text build the prompt build_prompt_ids builds."""
+def prompt_metadata(template: str, lowercase: bool = True, end_token: str = SPACE) -> dict[str, Any]:
+    """The generic GGUF keys (omnimodel.prompt.*) from which the native omni_predict_text builds the prompt
+    that build_prompt_ids builds; the template ("{instruction}" marks the slot) is the arch's."""
     return {
-        Keys.Omnimodel.PROMPT_TEMPLATE: PROMPT_TEMPLATE,
-        Keys.Omnimodel.PROMPT_LOWERCASE: True,
-        Keys.Omnimodel.PROMPT_END_TOKEN: SPACE,
+        Keys.Omnimodel.PROMPT_TEMPLATE: template,
+        Keys.Omnimodel.PROMPT_LOWERCASE: lowercase,
+        Keys.Omnimodel.PROMPT_END_TOKEN: end_token,
     }
 
 
-def build_prompt_ids(tok: Tokenizer, instruction: str) -> list[int]:
-    """The policy prompt with BOS, ending with the '▁' token as predict_action appends it."""
-    prompt = PROMPT_TEMPLATE.format(instruction=instruction.lower())
+def build_prompt_ids(
+    tok: Tokenizer, instruction: str, template: str, lowercase: bool = True, end_token: str = SPACE
+) -> list[int]:
+    """BOS + the arch's prompt template around the instruction, ending with `end_token` (if the vocabulary has it)."""
+    prompt = template.format(instruction=instruction.lower() if lowercase else instruction)
     ids = tok.encode(prompt).ids
     if not ids or ids[0] != 1:
         ids = [1] + ids
-    space = tok.token_to_id(SPACE)
-    if space is not None and ids[-1] != space:
-        ids.append(space)
+    end = tok.token_to_id(end_token) if end_token else None
+    if end is not None and ids[-1] != end:
+        ids.append(end)
     return ids

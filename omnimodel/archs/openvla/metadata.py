@@ -7,10 +7,10 @@ from typing import Any
 from omnimodel.archs.openvla.model import STOP_INDEX, OpenVLAConfig
 from omnimodel.archs.openvla.names import ARCH, TOWERS, key
 from omnimodel.archs.openvla_oft.metadata import _tower  # the towers' keys are OFT's, spelled once there
+from omnimodel.archs.openvla_oft.prompt import prompt_metadata
 from omnimodel.errors import ConfigError
 from omnimodel.ggufio.constants import arch_key
 from omnimodel.models.preprocess import DINO_MEAN, DINO_STD, SIGLIP_MEAN, SIGLIP_STD
-from omnimodel.models.tokenizer import prompt_metadata
 
 
 def action_stats(stats: dict | None) -> dict | None:

@@ -11,9 +11,10 @@ from tokenizers import Tokenizer
 
 from omnimodel.archs.openvla.checkpoint import load_model, read_norm_stats
 from omnimodel.archs.openvla.model import OpenVLA, tokens_to_actions, unnormalize
+from omnimodel.archs.openvla_oft.prompt import prompt_ids
 from omnimodel.errors import ConfigError
 from omnimodel.models import preprocess
-from omnimodel.models.tokenizer import build_prompt_ids, load_tokenizer
+from omnimodel.models.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -33,7 +34,9 @@ class TorchPolicy:
         self.model = model
         self.tokenizer = tokenizer
         self.stats = stats
-        self.center_crop = center_crop  # the LIBERO evals' 0.9-area crop, as the native runtime's default (--no-crop there)
+        self.center_crop = (
+            center_crop  # the LIBERO evals' 0.9-area crop, as the native runtime's default (--no-crop there)
+        )
 
     @property
     def cfg(self):
@@ -41,13 +44,15 @@ class TorchPolicy:
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """BOS + the released prompt + the space token."""
-        return build_prompt_ids(self.tokenizer, instruction)
+        return prompt_ids(self.tokenizer, instruction)
 
     def prepare(self, image: np.ndarray | list[np.ndarray], instruction: str) -> PolicyInputs:
         """Normalise and tokenise one observation (one HxWx3 uint8 image)."""
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         if len(images) != self.cfg.num_images:
-            raise ConfigError(f"the policy takes {self.cfg.num_images} image (third-person), got {len(images)}")
+            raise ConfigError(
+                f"the policy takes {self.cfg.num_images} image (third-person), got {len(images)}"
+            )
         dtype = next(self.model.parameters()).dtype
         px = preprocess.pixel_values(images, self.cfg.dino.image, self.center_crop)
         ids = torch.tensor([self.prompt_ids(instruction)], dtype=torch.long)
@@ -95,18 +100,27 @@ class TorchPolicy:
         )
 
 
-def load_policy(ckpt: str | Path, unnorm_key: str | None = None, dtype: torch.dtype = torch.float32, center_crop: bool = True) -> TorchPolicy:
+def load_policy(
+    ckpt: str | Path,
+    unnorm_key: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    center_crop: bool = True,
+) -> TorchPolicy:
     """Load a checkpoint directory as a PyTorch policy; `unnorm_key` picks the norm_stats dataset."""
     ckpt = Path(ckpt)
     model = load_model(ckpt, dtype)
     all_stats = read_norm_stats(ckpt)
     if not all_stats:
-        raise ConfigError(f"{ckpt / 'config.json'}: norm_stats empty; actions cannot be un-normalised without them")
+        raise ConfigError(
+            f"{ckpt / 'config.json'}: norm_stats empty; actions cannot be un-normalised without them"
+        )
     if unnorm_key is None and len(all_stats) != 1:
         raise ConfigError(
             f"{ckpt / 'config.json'}: norm_stats hold {len(all_stats)} datasets ({', '.join(all_stats)}); pass unnorm_key"
         )
     if unnorm_key is not None and unnorm_key not in all_stats and f"{unnorm_key}_no_noops" not in all_stats:
-        raise ConfigError(f"unnorm_key {unnorm_key!r} not in config.json norm_stats (has {', '.join(all_stats)})")
+        raise ConfigError(
+            f"unnorm_key {unnorm_key!r} not in config.json norm_stats (has {', '.join(all_stats)})"
+        )
     _, stats = preprocess.select_stats(all_stats, unnorm_key)
     return TorchPolicy(model, load_tokenizer(ckpt), stats, center_crop)

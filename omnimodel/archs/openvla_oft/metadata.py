@@ -18,9 +18,9 @@ from omnimodel.archs.openvla_oft.model import (
     OpenVLAOFTConfig,
 )
 from omnimodel.archs.openvla_oft.names import ARCH, TOWERS, key
+from omnimodel.archs.openvla_oft.prompt import prompt_metadata
 from omnimodel.errors import ConfigError
 from omnimodel.ggufio.constants import arch_key
-from omnimodel.models.tokenizer import prompt_metadata
 
 ACTION_LN_EPS = 1e-5  # PyTorch's LayerNorm default in the action head's MLPResNet
 PLACEHOLDER_TOKEN_ID = 1  # the action placeholders: input id 1, embedding zeroed

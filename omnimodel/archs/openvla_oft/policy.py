@@ -12,9 +12,10 @@ from tokenizers import Tokenizer
 
 from omnimodel.archs.openvla_oft.checkpoint import STATS_FILE, load_model
 from omnimodel.archs.openvla_oft.model import OpenVLAOFT
+from omnimodel.archs.openvla_oft.prompt import prompt_ids
 from omnimodel.errors import CheckpointError
 from omnimodel.models import preprocess
-from omnimodel.models.tokenizer import build_prompt_ids, load_tokenizer
+from omnimodel.models.tokenizer import load_tokenizer
 
 
 @dataclass
@@ -47,7 +48,7 @@ class TorchPolicy:
         px = torch.from_numpy(preprocess.pixel_values(images, self.cfg.dino.image, self.center_crop)).to(
             dtype
         )
-        ids = torch.tensor([build_prompt_ids(self.tokenizer, instruction)], dtype=torch.long)
+        ids = torch.tensor([prompt_ids(self.tokenizer, instruction)], dtype=torch.long)
         prop = torch.from_numpy(preprocess.normalize_proprio(proprio, self.stats))[None].to(dtype)
         return PolicyInputs(px, ids, prop)
 

@@ -370,7 +370,9 @@ def batch_pixels(
     return torch.cat(chans, dim=1)
 
 
-def task_prompt_table(prompt_ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def task_prompt_table(
+    prompt_ids: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each task's prompt ids right-padded with `pad_id` into one (n_tasks, max_len) tensor, and the lengths."""
     longest = max(len(p) for p in prompt_ids)
     table = torch.full((len(prompt_ids), longest), pad_id, dtype=torch.long)
@@ -381,7 +383,11 @@ def task_prompt_table(prompt_ids: list[list[int]], pad_id: int, device: torch.de
 
 
 def padded_forward(
-    model: OpenVLAOFT, pixel_values: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, proprio: torch.Tensor
+    model: OpenVLAOFT,
+    pixel_values: torch.Tensor,
+    ids: torch.Tensor,
+    lengths: torch.Tensor,
+    proprio: torch.Tensor,
 ) -> ForwardOutput:
     """OpenVLAOFT.forward for a batch whose prompts differ in length (training only).
 
@@ -396,17 +402,23 @@ def padded_forward(
     total = longest + n_act + 1
     pos = torch.arange(total, device=ids.device)
     rel = pos[None, :] - lengths[:, None]  # 0 at the first placeholder
-    seq = torch.cat([ids, torch.full((b, n_act + 1), int(cfg.pad_token_id), dtype=ids.dtype, device=ids.device)], 1)
+    seq = torch.cat(
+        [ids, torch.full((b, n_act + 1), int(cfg.pad_token_id), dtype=ids.dtype, device=ids.device)], 1
+    )
     seq = torch.where((rel >= 0) & (rel < n_act), torch.ones_like(seq), seq)
     seq = torch.where(rel == n_act, torch.full_like(seq, STOP_INDEX), seq)
     valid = rel <= n_act
     x = model.assemble_sequence(pixel_values, seq, (rel < 0) | (rel == n_act), proprio)
     n_mid = cfg.n_patch_tokens  # patches of all images + the proprio token
-    valid = torch.cat([valid[:, :1], torch.ones(b, n_mid, dtype=torch.bool, device=ids.device), valid[:, 1:]], 1)
+    valid = torch.cat(
+        [valid[:, :1], torch.ones(b, n_mid, dtype=torch.bool, device=ids.device), valid[:, 1:]], 1
+    )
     length = x.shape[1]
     mask = torch.zeros(b, 1, 1, length, dtype=x.dtype, device=x.device)
     mask = mask.masked_fill(~valid[:, None, None, :], torch.finfo(x.dtype).min).expand(b, 1, length, length)
-    hidden = model.language_model.model(inputs_embeds=x, attention_mask=mask, use_cache=False).last_hidden_state
+    hidden = model.language_model.model(
+        inputs_embeds=x, attention_mask=mask, use_cache=False
+    ).last_hidden_state
     start = cfg.n_patch_tokens + lengths - 1  # one before each sample's first placeholder
     rows_idx = start[:, None] + torch.arange(n_act, device=ids.device)[None, :]
     rows = torch.gather(hidden, 1, rows_idx[:, :, None].expand(-1, -1, hidden.shape[-1]))
@@ -460,8 +472,9 @@ def train(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from omnimodel.archs.openvla_oft.model import init_weights, preset
+    from omnimodel.archs.openvla_oft.prompt import prompt_ids as build_prompt_ids
     from omnimodel.models import preprocess
-    from omnimodel.models.tokenizer import build_char_tokenizer, build_prompt_ids
+    from omnimodel.models.tokenizer import build_char_tokenizer
 
     if cfg.steps < 1 or cfg.batch < 1:
         raise ConfigError("--steps and --batch must be at least 1")
@@ -486,7 +499,9 @@ def train(
         try:
             model.load_state_dict(start.state_dict())
         except RuntimeError as exc:
-            raise ConfigError(f"--init {cfg.init}: weights do not fit preset {cfg.preset} ({str(exc).splitlines()[0]}); pass a checkpoint of that preset") from None
+            raise ConfigError(
+                f"--init {cfg.init}: weights do not fit preset {cfg.preset} ({str(exc).splitlines()[0]}); pass a checkpoint of that preset"
+            ) from None
         log.info("initialised from %s", cfg.init)
     model.to(device).train()
     tok = build_char_tokenizer(mcfg.text_vocab)
