@@ -23,7 +23,9 @@ from omnimodel.quant.plugin import QuantContext, Quantizer, TensorPlan
 
 log = logging.getLogger(__name__)
 RECIPES = {"q4_k_m": "Q4_K", "q3_k_m": "Q3_K", "q2_k": "Q2_K"}
-_LAYER = re.compile(r"^((?:v2?\.)?blk)\.(\d+)\.(.+)$")
+_LAYER = re.compile(
+    r"^((?:[a-z][a-z0-9_]*\.)?blk)\.(\d+)\.(.+)$"
+)  # blk.N, and a stack prefix: v.blk.N, aex.blk.N
 
 
 def _more_bits(i: int, n: int) -> bool:
@@ -84,7 +86,11 @@ class MixQuantizer(Quantizer):
 
     def plan(self, tensors: Mapping[str, torch.Tensor], ctx: QuantContext) -> dict[str, TensorPlan]:
         """Types by the recipe's rules; no importance."""
-        gqa = int(ctx.config.heads) // int(ctx.config.kv_heads) if ctx.config is not None else 1
+        gqa = 1
+        if ctx.config is not None:
+            from omnimodel.ggufio.names import arch_for
+
+            gqa = arch_for(config=ctx.config).query_groups(ctx.config)
         types = mix_types(self.recipe, {n: tuple(w.shape) for n, w in tensors.items()}, gqa)
         return {n: TensorPlan(t) for n, t in types.items()}
 

@@ -107,6 +107,10 @@ class Arch(ABC):
         """GGUF name -> transforms the converter applies before encoding (e.g. permute_rope)."""
         return {}
 
+    def query_groups(self, cfg: Any) -> int:
+        """Query heads per KV head of the language trunk (llama.cpp's mixes give attn_v more bits when > 1)."""
+        return 1
+
     def rope_heads(self, gguf_name: str, cfg: Any) -> int:
         """The head count permute_rope splits a tensor's rows into."""
         raise self._missing("rope_heads")

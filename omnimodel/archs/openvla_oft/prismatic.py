@@ -12,14 +12,18 @@ from typing import Any
 
 from omnimodel.archs.base import PackageArch
 
-_GLUE = frozenset({"FusedVisionBackbone", "VisionTransformer", "LlamaForCausalLM", "LlamaModel", "ModuleList", "ModuleDict"})
+_GLUE = frozenset(
+    {"FusedVisionBackbone", "VisionTransformer", "LlamaForCausalLM", "LlamaModel", "ModuleList", "ModuleDict"}
+)
 
 
 class PrismaticArch(PackageArch):
     """Plan rules and LLaMA-trunk conversion of the Prismatic family; `root_class` is the arch's model class."""
 
     root_class = ""
-    inert_classes = frozenset({"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"})
+    inert_classes = frozenset(
+        {"LlamaRotaryEmbedding", "Identity", "Dropout", "GELU", "ReLU", "SiLU", "SiLUActivation"}
+    )
     graph_leaves = frozenset({"Embedding"})  # the token table is read with ggml_get_rows
     unused_classes = frozenset({"AttentionPoolHead"})  # SigLIP's pooling head: in the checkpoint, never run
 
@@ -45,6 +49,9 @@ class PrismaticArch(PackageArch):
             out[tensor("BLK_ATTN_Q_WEIGHT", bid=i)] = ["permute_rope"]
             out[tensor("BLK_ATTN_K_WEIGHT", bid=i)] = ["permute_rope"]
         return out
+
+    def query_groups(self, cfg: Any) -> int:
+        return int(cfg.heads) // int(cfg.kv_heads)
 
     def rope_heads(self, gguf_name: str, cfg: Any) -> int:
         return int(cfg.kv_heads) if ".attn_k." in gguf_name else int(cfg.heads)

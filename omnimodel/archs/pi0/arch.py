@@ -33,6 +33,9 @@ class PiArch(PackageArch):
                     raise
         raise self._missing(sub)
 
+    def query_groups(self, cfg: Any) -> int:
+        return int(cfg.llm.heads) // int(cfg.llm.kv_heads)  # the expert shares the trunk's attention geometry
+
     # ---- presets and checkpoints
     def presets(self) -> tuple[str, ...]:
         from omnimodel.archs.pi0.model import PRESETS
@@ -108,7 +111,9 @@ class PiArch(PackageArch):
         from omnimodel.archs.pi0.checkpoint import read_stats
 
         stats = read_stats(Path(ckpt)).to_dict()
-        return {"dataset": stats} if stats else {}  # one dataset, as the converter's unnorm_key choice expects
+        return (
+            {"dataset": stats} if stats else {}
+        )  # one dataset, as the converter's unnorm_key choice expects
 
     def random_model(self, preset: str, seed: int = 0) -> tuple[Any, dict]:
         from omnimodel.archs.pi0 import zoo
