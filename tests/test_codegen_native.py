@@ -34,8 +34,20 @@ def read_gguf(path: Path) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="session")
 def ggml_prefix() -> Path:
+    """The GGML build the session's native tests link: the cached one, else built now (what CI does on a fresh machine)."""
     prefix = find_ggml_prefix()
-    require(prefix is not None and shutil.which("cmake") is not None, "a GGML build (toolchain cache or $OMNIMODEL_GGML_DIR) and cmake")
+    if prefix is None and shutil.which("cmake") is not None:
+        from omnimodel.sandbox import get_sandbox
+        from omnimodel.toolchain import ensure_ggml_build
+
+        try:
+            prefix = ensure_ggml_build("cpu", get_sandbox("auto")).prefix
+        except Exception as exc:  # noqa: BLE001 - no sandbox or compiler: the require below says what is missing
+            require(False, f"a GGML build ({exc})")
+    require(
+        prefix is not None and shutil.which("cmake") is not None,
+        "a GGML build (toolchain cache or $OMNIMODEL_GGML_DIR) and cmake",
+    )
     return prefix
 
 
@@ -89,15 +101,21 @@ def cli(build: Path, *args: str) -> list[dict]:
             outputs[inside] = p
             a = str(inside)
         argv.append(a)
-    res = box.run([str(build / "policy_cli"), *argv], build, timeout_s=300, memory_mb=4096, ro_mounts=mounts,
-                  env={"LD_LIBRARY_PATH": f"{build}:{ggml.lib_dir}"})
+    res = box.run(
+        [str(build / "policy_cli"), *argv],
+        build,
+        timeout_s=300,
+        memory_mb=4096,
+        ro_mounts=mounts,
+        env={"LD_LIBRARY_PATH": f"{build}:{ggml.lib_dir}"},
+    )
     for inside, wanted in outputs.items():
         if inside.is_dir():
             shutil.copytree(inside, wanted, dirs_exist_ok=True)
         elif inside.exists():
             shutil.copyfile(inside, wanted)
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
-    assert res.exit_code == 0, f"policy_cli {args[0]} failed: {res.stderr[-2000:]} {lines[-1:] }"
+    assert res.exit_code == 0, f"policy_cli {args[0]} failed: {res.stderr[-2000:]} {lines[-1:]}"
     return lines
 
 
@@ -106,7 +124,12 @@ def test_render_emits_every_skill_function(tmp_path):
     src = (cpp / "omnimodel_policy.cpp").read_text()
     for name in OPENVLA_OFT_SKILLS:
         assert f"skill {name} v" in src, f"skill {name} not emitted"
-    for fn in ("build_dinov2_block", "build_llama_decoder_layer", "build_oft_action_rows", "build_mlp_resnet_action_head"):
+    for fn in (
+        "build_dinov2_block",
+        "build_llama_decoder_layer",
+        "build_oft_action_rows",
+        "build_mlp_resnet_action_head",
+    ):
         assert f"static ggml_tensor * {fn}(" in src
     assert (cpp / "CMakeLists.txt").read_text().count("GGML_DIR") >= 2
     assert (cpp / "omnimodel_policy.h").exists() and (cpp / "policy_cli.cpp").exists()
@@ -148,13 +171,29 @@ def _module_metrics(run: Path, out: Path) -> dict[str, tuple[float, float]]:
 
 
 def test_tiny_modules_match_pytorch_f32(tiny_run, tmp_path):
-    lines = cli(tiny_run / "build", "validate", str(tiny_run / "model.gguf"), str(tiny_run / "reference"), str(tmp_path), "--threads", "2")
+    lines = cli(
+        tiny_run / "build",
+        "validate",
+        str(tiny_run / "model.gguf"),
+        str(tiny_run / "reference"),
+        str(tmp_path),
+        "--threads",
+        "2",
+    )
     summary = lines[-1]
     assert summary["failed"] == 0
     metrics = _module_metrics(tiny_run, tmp_path)
-    expected = {"projector", "proprio_projector", "action_head", "language_model.model.norm",
-                "language_model.model.layers.0", "vision_backbone.featurizer.blocks.0",
-                "vision_backbone.fused_featurizer.blocks.1", "vision_backbone.featurizer.patch_embed", "end_to_end"}
+    expected = {
+        "projector",
+        "proprio_projector",
+        "action_head",
+        "language_model.model.norm",
+        "language_model.model.layers.0",
+        "vision_backbone.featurizer.blocks.0",
+        "vision_backbone.fused_featurizer.blocks.1",
+        "vision_backbone.featurizer.patch_embed",
+        "end_to_end",
+    }
     assert expected <= set(metrics), f"modules not run: {sorted(expected - set(metrics))}"
     bad = {m: v for m, v in metrics.items() if v[0] < COS_F32}
     assert not bad, f"modules below cosine {COS_F32}: {bad}"
@@ -163,8 +202,17 @@ def test_tiny_modules_match_pytorch_f32(tiny_run, tmp_path):
 @pytest.mark.parametrize("flash_attn", ["0", "1"])
 def test_tiny_end_to_end_actions_f32(tiny_run, flash_attn):
     ref = read_gguf(tiny_run / "reference" / "end_to_end.gguf")
-    lines = cli(tiny_run / "build", "run", str(tiny_run / "model.gguf"), "--inputs", str(tiny_run / "reference" / "end_to_end.gguf"),
-                "--threads", "2", "--flash-attn", flash_attn)
+    lines = cli(
+        tiny_run / "build",
+        "run",
+        str(tiny_run / "model.gguf"),
+        "--inputs",
+        str(tiny_run / "reference" / "end_to_end.gguf"),
+        "--threads",
+        "2",
+        "--flash-attn",
+        flash_attn,
+    )
     got = np.asarray(lines[-1]["actions"], np.float32)
     want = ref["actions"].reshape(got.shape)
     err = float(np.abs(got - want).max())
@@ -176,8 +224,16 @@ def test_tiny_end_to_end_actions_f32(tiny_run, flash_attn):
 
 def test_tiny_forward_pass_alone_matches_normalized_actions(tiny_run):
     ref = read_gguf(tiny_run / "reference" / "end_to_end.gguf")
-    lines = cli(tiny_run / "build", "run", str(tiny_run / "model.gguf"), "--inputs", str(tiny_run / "reference" / "end_to_end.gguf"),
-                "--raw", "--threads", "2")
+    lines = cli(
+        tiny_run / "build",
+        "run",
+        str(tiny_run / "model.gguf"),
+        "--inputs",
+        str(tiny_run / "reference" / "end_to_end.gguf"),
+        "--raw",
+        "--threads",
+        "2",
+    )
     assert lines[-1]["normalized"] is True
     got = np.asarray(lines[-1]["actions"], np.float32)
     err = float(np.abs(got - ref["actions_norm"].reshape(got.shape)).max())
@@ -185,7 +241,17 @@ def test_tiny_forward_pass_alone_matches_normalized_actions(tiny_run):
 
 
 def test_bench_reports_a_median(tiny_run):
-    lines = cli(tiny_run / "build", "bench", str(tiny_run / "model.gguf"), "-n", "3", "--warmup", "0", "--threads", "2")
+    lines = cli(
+        tiny_run / "build",
+        "bench",
+        str(tiny_run / "model.gguf"),
+        "-n",
+        "3",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    )
     assert lines[-1]["n"] == 3 and 0 < lines[-1]["min_ms"] <= lines[-1]["median_ms"] <= lines[-1]["max_ms"]
 
 
@@ -196,5 +262,7 @@ def test_validate_lists_unknown_modules_as_skipped(tiny_run, tmp_path):
     fc1 = sorted((tiny_run / "reference").glob("projector.fc1*.gguf"))
     require(bool(fc1), "the analyzer caches leaf modules (projector.fc1)")
     shutil.copy(fc1[0], ref / fc1[0].name)
-    summary = cli(tiny_run / "build", "validate", str(tiny_run / "model.gguf"), str(ref), str(tmp_path / "out"))[-1]
+    summary = cli(
+        tiny_run / "build", "validate", str(tiny_run / "model.gguf"), str(ref), str(tmp_path / "out")
+    )[-1]
     assert summary["ran"] == 1 and summary["skipped"] == ["projector.fc1"]
