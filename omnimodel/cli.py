@@ -47,7 +47,9 @@ def zoo_make(
     out_dir: Path = typer.Argument(..., help="Directory to write the checkpoint into."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random initialisation."),
     sets: list[str] | None = typer.Option(
-        None, "--set", help="Custom size: KEY=VALUE in config.json, e.g. text_config.num_hidden_layers=4 (repeatable)."
+        None,
+        "--set",
+        help="Custom size: KEY=VALUE in config.json, e.g. text_config.num_hidden_layers=4 (repeatable).",
     ),
 ) -> None:
     """Write a deterministic random-init checkpoint of a preset in its architecture's released layout."""
@@ -88,23 +90,37 @@ def zoo_path(name: str = typer.Argument(..., help="Name of a shipped checkpoint.
 @app.command("port")
 def port(
     model: str | None = typer.Argument(None, help="Architecture (`omnimodel archs` lists them)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Checkpoint directory (default: the bundled tiny one)."
+    ),
     quant: str = typer.Option("f32", "--quant", help=f"One of {QUANT_FORMS}."),
-    calib: Path | None = typer.Option(None, "--calib", help="Calibration demonstrations (actquant, imatrix)."),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="Calibration demonstrations (actquant, imatrix)."
+    ),
     calib_frames: int | None = typer.Option(None, "--calib-frames", help=CALIB_FRAMES_HELP),
     backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
     sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto"),
     llm: str | None = typer.Option(None, "--llm", help="openai:MODEL|anthropic:MODEL|record:P:M|replay:FILE"),
-    run_dir: Path | None = typer.Option(None, "--out", "--run-dir", help="Run directory (default runs/<model>-<time>)."),
+    run_dir: Path | None = typer.Option(
+        None, "--out", "--run-dir", help="Run directory (default runs/<model>-<time>)."
+    ),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the port in RUN_DIR."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing run directory (e.g. a failed port)."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an existing run directory (e.g. a failed port)."
+    ),
     max_iterations: int = typer.Option(3, "--max-iterations", help="Reflector iterations before giving up."),
     unnorm_key: str | None = typer.Option(None, "--unnorm-key", help="dataset_statistics.json key."),
     skills_dir: Path | None = typer.Option(None, "--skills-dir", help="Use this skills/ folder."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable events."),
-    llm_max_calls: int | None = typer.Option(None, "--llm-max-calls", help="LLM budget: calls per run (default 40)."),
-    llm_max_tokens: int | None = typer.Option(None, "--llm-max-tokens", help="LLM budget: tokens per run (default 2M)."),
-    llm_max_seconds: float | None = typer.Option(None, "--llm-max-seconds", help="LLM budget: wall seconds (default 3600)."),
+    llm_max_calls: int | None = typer.Option(
+        None, "--llm-max-calls", help="LLM budget: calls per run (default 40)."
+    ),
+    llm_max_tokens: int | None = typer.Option(
+        None, "--llm-max-tokens", help="LLM budget: tokens per run (default 2M)."
+    ),
+    llm_max_seconds: float | None = typer.Option(
+        None, "--llm-max-seconds", help="LLM budget: wall seconds (default 3600)."
+    ),
     trust_remote_code: bool = typer.Option(
         False, "--trust-remote-code", help="Run module code shipped inside the checkpoint (read it first)."
     ),
@@ -112,14 +128,18 @@ def port(
     """Port a PyTorch policy to a native GGML build at numerical parity."""
     from omnimodel import port as port_mod
 
-    _show_progress("actquant_plugin")  # an ActQuant converter stage reports each of its stages (silent otherwise)
+    _show_progress(
+        "actquant_plugin"
+    )  # an ActQuant converter stage reports each of its stages (silent otherwise)
     if resume:
         opts = port_mod.resume_options(str(resume))
     else:
         if not model:
             from omnimodel import archs
 
-            raise ConfigError(f"port needs an architecture: one of {', '.join(archs.names())} (or --resume RUN_DIR)")
+            raise ConfigError(
+                f"port needs an architecture: one of {', '.join(archs.names())} (or --resume RUN_DIR)"
+            )
         opts = port_mod.new_options(
             model,
             str(checkpoint) if checkpoint else None,
@@ -136,7 +156,11 @@ def port(
             skills_dir=str(skills_dir) if skills_dir else None,
             llm_budget={
                 k: v
-                for k, v in (("max_calls", llm_max_calls), ("max_tokens", llm_max_tokens), ("max_seconds", llm_max_seconds))
+                for k, v in (
+                    ("max_calls", llm_max_calls),
+                    ("max_tokens", llm_max_tokens),
+                    ("max_seconds", llm_max_seconds),
+                )
                 if v is not None
             }
             or None,
@@ -155,14 +179,21 @@ def archs_list(as_json: bool = typer.Option(False, "--json", help="Print machine
     from omnimodel import archs
 
     rows = [
-        {"name": a.name, "presets": list(a.presets()), "bundled": a.bundled_preset, "description": a.description}
+        {
+            "name": a.name,
+            "presets": list(a.presets()),
+            "bundled": a.bundled_preset,
+            "description": a.description,
+        }
         for a in archs.registry().values()
     ]
     if as_json:
         typer.echo(json.dumps(rows))
         return
     for r in rows:
-        typer.echo(f"{r['name']:<14} {r['description']}\n{'':<14} presets: {', '.join(r['presets'])} (bundled: {r['bundled']})")
+        typer.echo(
+            f"{r['name']:<14} {r['description']}\n{'':<14} presets: {', '.join(r['presets'])} (bundled: {r['bundled']})"
+        )
 
 
 # ---------------------------------------------------------------- doctor / toolchain
@@ -171,7 +202,9 @@ app.add_typer(toolchain_app, name="toolchain")
 
 
 @app.command("doctor")
-def doctor(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required component is missing.")) -> None:
+def doctor(
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a required component is missing."),
+) -> None:
     """Show what is present and missing (compiler, GGML, Docker, CUDA, LLM keys) and how to fix each."""
     from rich.console import Console as RichConsole
 
@@ -187,8 +220,12 @@ def doctor(strict: bool = typer.Option(False, "--strict", help="Exit 1 when a re
 def toolchain_build(
     backend: str = typer.Option("cpu", "--backend", help="cpu|cuda"),
     sandbox: str = typer.Option("auto", "--sandbox", help="docker|local|auto (cuda needs local)"),
-    check: bool = typer.Option(False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."),
-    llama: bool = typer.Option(True, "--llama/--no-llama", help="Also libllama (the policy's tokenizer), from the same source."),
+    check: bool = typer.Option(
+        False, "--check", help="Then build and run a matmul+softmax program and compare to numpy."
+    ),
+    llama: bool = typer.Option(
+        True, "--llama/--no-llama", help="Also libllama (the policy's tokenizer), from the same source."
+    ),
 ) -> None:
     """Build (or reuse) the GGML libraries (and libllama) for a backend; print the prefix, key and timings."""
     import tempfile
@@ -201,14 +238,27 @@ def toolchain_build(
     console.print(f"sandbox: {box.name} ({box.reason})")
     t0 = time.monotonic()
     build = ensure_ggml_build(backend, box)
-    typer.echo(json.dumps({"prefix": str(build.prefix), "backend": build.backend, "key": build.key,
-                           "seconds": round(time.monotonic() - t0, 3), "timings": build.info.get("timings")}))
+    typer.echo(
+        json.dumps(
+            {
+                "prefix": str(build.prefix),
+                "backend": build.backend,
+                "key": build.key,
+                "seconds": round(time.monotonic() - t0, 3),
+                "timings": build.info.get("timings"),
+            }
+        )
+    )
     if llama:
         from omnimodel.toolchain.llama import ensure_llama_build
 
         t0 = time.monotonic()
         lb = ensure_llama_build(build, box)
-        typer.echo(json.dumps({"llama_prefix": str(lb.prefix), "key": lb.key, "seconds": round(time.monotonic() - t0, 3)}))
+        typer.echo(
+            json.dumps(
+                {"llama_prefix": str(lb.prefix), "key": lb.key, "seconds": round(time.monotonic() - t0, 3)}
+            )
+        )
     if check:
         from omnimodel.toolchain.selfcheck import run_selfcheck
 
@@ -242,7 +292,9 @@ def kb_search(
 
 
 @kb_app.command("build")
-def kb_build(run: Path | None = typer.Option(None, "--run", help="Also index this run's cpp/ sources.")) -> None:
+def kb_build(
+    run: Path | None = typer.Option(None, "--run", help="Also index this run's cpp/ sources."),
+) -> None:
     """Build (or refresh) the cached knowledge-base index."""
     from omnimodel.kb.index import build_index
 
@@ -253,7 +305,9 @@ def kb_build(run: Path | None = typer.Option(None, "--run", help="Also index thi
 @kb_app.command("ggml-notes")
 def kb_ggml_notes(
     source: Path | None = typer.Option(None, "--source", help="GGML source root (default: the pinned one)."),
-    out_dir: Path | None = typer.Option(None, "--out", help="Output folder (default knowledge_base/ggml_api)."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Output folder (default knowledge_base/ggml_api)."
+    ),
 ) -> None:
     """Regenerate the GGML API notes from the pinned ggml headers."""
     from omnimodel.kb.ggml_notes import write_ggml_notes
@@ -263,15 +317,27 @@ def kb_ggml_notes(
 
 
 @skills_app.command("list")
-def skills_list(as_json: bool = typer.Option(False, "--json", help="Print machine-readable entries.")) -> None:
+def skills_list(
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable entries."),
+) -> None:
     """List installed skills with version, provenance and what they apply to."""
     from omnimodel.skills import load_skills
 
     for skill in load_skills():  # invalid folders are reported as warnings
         applies = [m.to_dict() for m in skill.applies_to]
         if as_json:
-            typer.echo(json.dumps({"name": skill.name, "version": skill.version, "provenance": skill.provenance,
-                                   "applies_to": applies, "description": skill.description}, default=str))
+            typer.echo(
+                json.dumps(
+                    {
+                        "name": skill.name,
+                        "version": skill.version,
+                        "provenance": skill.provenance,
+                        "applies_to": applies,
+                        "description": skill.description,
+                    },
+                    default=str,
+                )
+            )
         else:
             typer.echo(f"{skill.name}  v{skill.version}  {skill.provenance}  {json.dumps(applies)}")
 
@@ -320,7 +386,9 @@ app.add_typer(suite_app, name="suite")
 @suite_app.command("export")
 def suite_export(
     out: Path = typer.Option(..., "--out", help="Directory for <suite>/<task>_demo.hdf5 files."),
-    episodes_per_task: int = typer.Option(50, "--episodes-per-task", help="Successful expert demos per task."),
+    episodes_per_task: int = typer.Option(
+        50, "--episodes-per-task", help="Successful expert demos per task."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the demonstration episodes."),
     suites: str = typer.Option("", "--suites", help="Comma-separated suites (default: all four)."),
 ) -> None:
@@ -346,18 +414,31 @@ def suite_list() -> None:
 
 @app.command("eval")
 def eval_cmd(
-    targets: list[Path] = typer.Argument(..., help="Checkpoint dir(s) (config.json) or run dir(s) (report.json)."),
+    targets: list[Path] = typer.Argument(
+        None, help="Checkpoint dir(s) (config.json) or run dir(s) (report.json)."
+    ),
     out: Path = typer.Option(Path("eval.json"), "--out", help="Where to write eval.json."),
     episodes_per_task: int = typer.Option(10, "--episodes-per-task", help="Closed-loop episodes per task."),
     seed: int = typer.Option(0, "--seed", help="Seed of the eval episodes."),
     suites: str = typer.Option("", "--suites", help="Comma-separated suites (default: all four)."),
-    demos: Path | None = typer.Option(None, "--demos", help="Held-out LIBERO-style demos for offline action L1."),
+    demos: Path | None = typer.Option(
+        None, "--demos", help="Held-out LIBERO-style demos for offline action L1."
+    ),
     offline_frames: int = typer.Option(256, "--offline-frames", help="Frames sampled for the offline L1."),
-    tasks_from: str = typer.Option("", "--tasks", help="Your own tasks: package.module:function -> list[EvalTask]."),
-    plot: Path | None = typer.Option(None, "--plot", help="PNG of success vs bits per weight (several targets)."),
-    workers: int = typer.Option(1, "--workers", help="Closed-loop processes, one compute thread each (0: one per core)."),
+    tasks_from: str = typer.Option(
+        "", "--tasks", help="Your own tasks: package.module:function -> list[EvalTask]."
+    ),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="PNG of success vs bits per weight (several targets)."
+    ),
+    workers: int = typer.Option(
+        1, "--workers", help="Closed-loop processes, one compute thread each (0: one per core)."
+    ),
+    server: str | None = typer.Option(
+        None, "--server", help="A policy server to evaluate instead (ws://HOST:PORT, openpi protocol)."
+    ),
 ) -> None:
-    """Closed-loop success per suite (and offline action L1) of PyTorch checkpoints or native runs."""
+    """Closed-loop success per suite (and offline action L1) of PyTorch checkpoints, native runs or a policy server."""
     import functools
     import os
 
@@ -371,13 +452,28 @@ def eval_cmd(
     tasks_factory = functools.partial(ev.make_tasks, tasks_from, names)
     workers = workers if workers > 0 else (os.cpu_count() or 1)
     results = []
-    for target in targets:
+    if bool(targets) == bool(server):
+        raise ConfigError(
+            "give checkpoint or run directories, or --server ws://HOST:PORT, not both and not neither"
+        )
+    if server:
+        from omnimodel.serve_client import RemotePolicy, server_policy
+
+        with RemotePolicy(server) as policy:
+            res = ev.evaluate_target(None, policy, "server", None, tasks, episodes_per_task, seed, demos, offline_frames,
+                                     workers=workers, tasks_factory=tasks_factory,
+                                     policy_factory=functools.partial(server_policy, server))  # fmt: skip
+        res["target"] = server
+        res["server"] = {k: policy.metadata.get(k) for k in ("arch", "model", "action_chunk", "action_dim")}
+        results.append(res)
+    for target in [] if server else targets:
         policy, backend, bpw = ev.load_target(target)
         res = ev.evaluate_target(target, policy, backend, bpw, tasks, episodes_per_task, seed, demos, offline_frames,
                                  workers=workers, tasks_factory=tasks_factory)  # fmt: skip
         results.append(res)
+    for res in results:
         table = "  ".join(f"{k} {100 * v:.1f}%" for k, v in res["success_per_suite"].items())
-        console.print(f"{target} [{backend}]: {table}  mean {100 * res['success_mean']:.1f}%")
+        console.print(f"{res['target']} [{res['backend']}]: {table}  mean {100 * res['success_mean']:.1f}%")
     ev.write_json(results[0] if len(results) == 1 else {"runs": results}, out)
     if len(results) > 1 or plot is not None:
         png = ev.plot_success_vs_bpw(results, plot or out.with_suffix(".png"))
@@ -396,7 +492,9 @@ def quantize_cmd(
     bpw: float | None = typer.Option(None, "--bpw", help="actquant: average bits per weight budget."),
     calib: Path | None = typer.Option(None, "--calib", help="actquant/imatrix: demonstrations directory."),
     calib_frames: int | None = typer.Option(None, "--calib-frames", help=CALIB_FRAMES_HELP),
-    objective: str | None = typer.Option(None, "--objective", help="actquant scales: none|magnitude|action_fisher|amf."),
+    objective: str | None = typer.Option(
+        None, "--objective", help="actquant scales: none|magnitude|action_fisher|amf."
+    ),
     allocation: str | None = typer.Option(None, "--allocation", help="actquant types: hsic|uniform."),
     preset: str | None = typer.Option(None, "--preset", help="actquant: paper|authors."),
 ) -> None:
@@ -417,12 +515,19 @@ def quantize_cmd(
         res = quantize(src, str(spec), out, spec.budget, calib, frames, opts, device).convert
     else:
         res = convert(src, out, spec.quantizer(), device=device)
-    info = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
-            "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}
+    info = {
+        "path": str(res.path),
+        "bytes": res.bytes,
+        "bpw": res.bpw,
+        "bpw_overall": res.bpw_overall,
+        "fallbacks": {k: list(v) for k, v in res.fallbacks.items()},
+    }
     if as_json:
         typer.echo(json.dumps(info))
     else:
-        typer.echo(f"wrote {res.path} ({res.bytes / 1e6:.2f} MB, {res.bpw:.3f} bpw quantized, {res.bpw_overall:.3f} overall)")
+        typer.echo(
+            f"wrote {res.path} ({res.bytes / 1e6:.2f} MB, {res.bpw:.3f} bpw quantized, {res.bpw_overall:.3f} overall)"
+        )
         for name, (want, got) in res.fallbacks.items():
             typer.echo(f"  {name}: {want} does not fit its rows, wrote {got}")
 
@@ -447,16 +552,30 @@ def train_cmd(
     batch: int = typer.Option(64, "--batch", help="Frames per step."),
     lr: float = typer.Option(5e-4, "--lr", help="Peak AdamW learning rate."),
     device: str = typer.Option("auto", "--device", help="cpu|cuda|auto"),
-    episodes_per_task: int = typer.Option(32, "--episodes-per-task", help="Expert episodes per task (half DART-perturbed)."),
+    episodes_per_task: int = typer.Option(
+        32, "--episodes-per-task", help="Expert episodes per task (half DART-perturbed)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of data, init and batches."),
-    eval_episodes: int = typer.Option(0, "--eval-episodes", help="Closed-loop episodes per task after training (0: none)."),
-    demos: Path | None = typer.Option(None, "--demos", help="Train on LIBERO-style HDF5 demos instead of live expert data."),
+    eval_episodes: int = typer.Option(
+        0, "--eval-episodes", help="Closed-loop episodes per task after training (0: none)."
+    ),
+    demos: Path | None = typer.Option(
+        None, "--demos", help="Train on LIBERO-style HDF5 demos instead of live expert data."
+    ),
     workers: int = typer.Option(0, "--workers", help="Data-generation processes (0: one per core)."),
     ce_weight: float = typer.Option(0.2, "--ce-weight", help="Weight of the action-token cross-entropy."),
-    time_budget: float = typer.Option(0.0, "--time-budget", help="Seconds of optimisation; >0 cuts --steps to fit."),
-    suites: str = typer.Option("libero_spatial,libero_object,libero_goal,libero_10", "--suites", help="Comma list."),
-    init: Path | None = typer.Option(None, "--init", help="Start from this checkpoint's weights (same preset)."),
-    mixed_batches: bool = typer.Option(True, "--mixed-batches/--bucketed-batches", help="Mix tasks in a batch (padded prompts)."),
+    time_budget: float = typer.Option(
+        0.0, "--time-budget", help="Seconds of optimisation; >0 cuts --steps to fit."
+    ),
+    suites: str = typer.Option(
+        "libero_spatial,libero_object,libero_goal,libero_10", "--suites", help="Comma list."
+    ),
+    init: Path | None = typer.Option(
+        None, "--init", help="Start from this checkpoint's weights (same preset)."
+    ),
+    mixed_batches: bool = typer.Option(
+        True, "--mixed-batches/--bucketed-batches", help="Mix tasks in a batch (padded prompts)."
+    ),
 ) -> None:
     """Train the bundled tiny policy on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
     import shlex
@@ -484,7 +603,9 @@ def train_cmd(
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="latency | quant_speed | suite_speed | toolchain_build | actquant_table | actquant_7b"),
+    name: str = typer.Argument(
+        ..., help="latency | quant_speed | suite_speed | toolchain_build | actquant_table | actquant_7b"
+    ),
 ) -> None:
     """Run a benchmark from benchmarks/ (ratios against a baseline measured in the same run)."""
     import runpy
@@ -506,9 +627,13 @@ def serve_cmd(
     run_dir: Path = typer.Argument(..., help="A finished run directory (model.gguf + build/)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port (0: any free port, printed on start)."),
-    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint with tokenizer.json (default: port.json's)."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="Checkpoint with tokenizer.json (default: port.json's)."
+    ),
     threads: int = typer.Option(0, "--threads", help="CPU threads of the native policy (0: all)."),
-    queue: int = typer.Option(8, "--queue", help="Requests that may wait for the policy; one more gets an error reply."),
+    queue: int = typer.Option(
+        8, "--queue", help="Requests that may wait for the policy; one more gets an error reply."
+    ),
 ) -> None:
     """Serve a run's native policy over openpi's websocket protocol (Ctrl-C stops it)."""
     from omnimodel.serve import serve_run
@@ -516,7 +641,9 @@ def serve_cmd(
     def ready(h: str, p: int) -> None:
         console.print(f"serving {run_dir} on ws://{h}:{p} (health: http://{h}:{p}/healthz)", highlight=False)
 
-    served = serve_run(run_dir, host, port, checkpoint=checkpoint, n_threads=threads, queue_bound=queue, on_ready=ready)
+    served = serve_run(
+        run_dir, host, port, checkpoint=checkpoint, n_threads=threads, queue_bound=queue, on_ready=ready
+    )
     console.print(f"stopped after {served} requests", highlight=False)
 
 
@@ -539,7 +666,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         code = app(standalone_mode=False)  # usage errors come back here, to be printed on one line
-    except TyperException as exc:  # Typer's click: an unknown option or command, a missing argument, a bad value
+    except (
+        TyperException
+    ) as exc:  # Typer's click: an unknown option or command, a missing argument, a bad value
         if type(exc).__name__ != "NoArgsIsHelpError":  # (that one has printed the help already)
             ctx = getattr(exc, "ctx", None)
             where = f"; see `{ctx.command_path} --help`" if ctx is not None else ""

@@ -215,7 +215,9 @@ def evaluate_closed_loop(
             for ep in range(episodes_per_task):
                 env_seed = episode_seed(seed, task.suite, idx, ep)
                 ok, n = run_episode(policy, task, env_seed, postprocess)
-                rows.append({"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n})
+                rows.append(
+                    {"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n}
+                )
                 progress.episode(ok, task.suite)
     return _closed_loop_result(rows, time.perf_counter() - start)
 
@@ -281,9 +283,10 @@ def evaluate_closed_loop_parallel(
     results = {}
     ctx = mp.get_context("spawn")
     label = f"closed-loop eval ({workers} workers)"
-    with EpisodeProgress(len(jobs), label, enabled=show_progress) as progress, ctx.Pool(
-        workers, initializer=_worker_init, initargs=(policy_factory, tasks_factory)
-    ) as pool:
+    with (
+        EpisodeProgress(len(jobs), label, enabled=show_progress) as progress,
+        ctx.Pool(workers, initializer=_worker_init, initargs=(policy_factory, tasks_factory)) as pool,
+    ):
         for ti, ep, env_seed, ok, n in pool.imap_unordered(_worker_episode, jobs, chunksize=1):
             results[(ti, ep)] = (env_seed, ok, n)
             progress.episode(ok)
@@ -395,14 +398,15 @@ def evaluate_target(
     show_progress: bool = True,
     workers: int = 1,
     tasks_factory: Callable[[], list[EvalTask]] | None = None,
+    policy_factory: Callable[[], Policy] | None = None,
 ) -> dict[str, Any]:
     """Closed loop (and offline L1 when `demos` is given) for one policy, as the eval.json dict.
 
     With `workers` > 1 the closed loop runs in that many processes, each loading `target` again
     (with one compute thread) and building its tasks with `tasks_factory`.
     """
-    if workers > 1 and target is not None and tasks_factory is not None:
-        factory = functools.partial(worker_policy, str(target), 1)
+    if workers > 1 and (target is not None or policy_factory is not None) and tasks_factory is not None:
+        factory = policy_factory or functools.partial(worker_policy, str(target), 1)
         closed = evaluate_closed_loop_parallel(factory, tasks_factory, episodes_per_task, seed, workers,
                                                show_progress=show_progress)  # fmt: skip
     else:

@@ -211,3 +211,38 @@ def test_read_observation_names_the_key():
         read_observation({"observation/image": img.astype(np.float32), "prompt": "go"}, keys, 4, 0)
     with pytest.raises(ObservationError, match="prompt: expected a non-empty string"):
         read_observation({"observation/image": img}, keys, 4, 0)
+
+
+def test_eval_through_the_server_equals_eval_of_the_run(server, tiny_run):  # noqa: F811
+    """`omnimodel eval --server`'s policy: the same episodes, successes and steps as the run evaluated directly."""
+    from omnimodel import eval as ev
+    from omnimodel.serve_client import RemotePolicy
+
+    _, port = server
+    tasks = ev.suite_eval_tasks(["libero_goal"])[:2]
+    with RemotePolicy(f"ws://127.0.0.1:{port}") as remote:
+        assert remote.metadata["server"] == "omnimodel" and remote.metadata["image_keys"]
+        via = ev.evaluate_closed_loop(remote, tasks, 1, seed=3, show_progress=False)
+    direct = ev.evaluate_closed_loop(
+        runtime.load(tiny_run, n_threads=2), tasks, 1, seed=3, show_progress=False
+    )
+    assert via.per_episode == direct.per_episode, (via.per_episode, direct.per_episode)
+    assert sum(r["steps"] for r in via.per_episode) > 0
+
+
+def test_eval_server_errors_are_one_line(tmp_path):
+    def run(*args):
+        res = subprocess.run(
+            [sys.executable, "-m", "omnimodel.cli", "eval", *args, "--out", str(tmp_path / "e.json")],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        return res.returncode, lines
+
+    rc, lines = run("--server", "ws://127.0.0.1:9")  # nothing listens on the discard port
+    assert rc != 0 and len(lines) == 1 and "no policy server answers" in lines[0], lines
+    rc, lines = run("--server", "http://127.0.0.1:9")
+    assert rc != 0 and len(lines) == 1 and "expected a websocket address" in lines[0], lines
+    rc, lines = run()
+    assert rc != 0 and len(lines) == 1 and "--server" in lines[0], lines
+    assert not (tmp_path / "e.json").exists()
