@@ -39,3 +39,19 @@ class Keys:
 def arch_key(arch_name: str, key: str) -> str:
     """An architecture's metadata key under its name: `arch_key("x", "llm.block_count")` is `x.llm.block_count`."""
     return f"{arch_name}.{key}"
+
+
+# A Hugging Face LLaMA/Gemma decoder layer's parameters (relative to the layer) -> llama.cpp's block
+# tensor suffixes (gguf-py's TensorNameMap for these two families); a name table puts them after its
+# block prefix (`blk.N.`, or a second stack's own prefix).
+HF_DECODER_LAYER: dict[str, tuple[str, ...]] = {
+    "self_attn.q_proj.weight": ("attn_q.weight",),
+    "self_attn.k_proj.weight": ("attn_k.weight",),
+    "self_attn.v_proj.weight": ("attn_v.weight",),
+    "self_attn.o_proj.weight": ("attn_output.weight",),
+    "mlp.gate_proj.weight": ("ffn_gate.weight",),
+    "mlp.up_proj.weight": ("ffn_up.weight",),
+    "mlp.down_proj.weight": ("ffn_down.weight",),
+    "input_layernorm.weight": ("attn_norm.weight",),
+    "post_attention_layernorm.weight": ("ffn_norm.weight",),
+}

@@ -298,13 +298,18 @@ def _build(
         "libs": libs,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (install_dir / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    _make_readable(install_dir)
+    publish_install(install_dir, final, work, info)
+    log.info("GGML %s build %s installed in %s (%.0f s)", backend, key, final, timings["total_s"])
+
+
+def publish_install(install: Path, final: Path, work: Path, info: dict) -> None:
+    """Write build.json into a finished install, make it world-readable and move it to `final` in one rename."""
+    (install / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    _make_readable(install)
     if final.exists():
         shutil.rmtree(final)
-    os.replace(install_dir, final)
+    os.replace(install, final)
     shutil.rmtree(work, ignore_errors=True)
-    log.info("GGML %s build %s installed in %s (%.0f s)", backend, key, final, timings["total_s"])
 
 
 def _make_readable(root: Path) -> None:

@@ -21,12 +21,11 @@ from pathlib import Path
 from omnimodel.errors import ToolchainError
 from omnimodel.paths import cache_dir
 from omnimodel.sandbox import Sandbox
-from omnimodel.toolchain.build import GGMLBuild, _lock, _make_readable
+from omnimodel.toolchain.build import BUILD_INFO, GGMLBuild, _lock, publish_install
 from omnimodel.toolchain.source import llama_source_dir, llama_source_hash
 
 log = logging.getLogger(__name__)
 
-BUILD_INFO = "build.json"
 LIBRARY = "libllama.a"
 HEADERS = ("include/llama.h", "include/llama-cpp.h", "vendor/stb/stb_image.h")
 _BUILD_MEMORY_MB = 8192
@@ -170,10 +169,5 @@ def _build(final: Path, key: str, ggml: GGMLBuild, box: Sandbox) -> None:
         "timings": timings,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (install / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n")
-    _make_readable(install)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(install, final)
-    shutil.rmtree(work, ignore_errors=True)
+    publish_install(install, final, work, info)
     log.info("libllama %s installed in %s (%.0f s)", key, final, timings["total_s"])

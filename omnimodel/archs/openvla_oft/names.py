@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from omnimodel.ggufio.constants import GGUF_NAME_MAX
+from omnimodel.ggufio.constants import GGUF_NAME_MAX, HF_DECODER_LAYER
 
 ARCH = "openvla-oft"  # general.architecture, and the prefix of every key below
 
@@ -93,17 +93,7 @@ _LLM_TOP = {
     "model.norm.weight": ("output_norm.weight",),
     "lm_head.weight": ("output.weight",),
 }
-_LLM_LAYER = {
-    "self_attn.q_proj.weight": ("attn_q.weight",),
-    "self_attn.k_proj.weight": ("attn_k.weight",),
-    "self_attn.v_proj.weight": ("attn_v.weight",),
-    "self_attn.o_proj.weight": ("attn_output.weight",),
-    "mlp.gate_proj.weight": ("ffn_gate.weight",),
-    "mlp.up_proj.weight": ("ffn_up.weight",),
-    "mlp.down_proj.weight": ("ffn_down.weight",),
-    "input_layernorm.weight": ("attn_norm.weight",),
-    "post_attention_layernorm.weight": ("ffn_norm.weight",),
-}
+_LLM_LAYER = dict(HF_DECODER_LAYER)
 _PROJECTOR = {f"fc{i}.{p}": (f"fc{i}.{p}",) for i in (1, 2, 3) for p in ("weight", "bias")}
 _PROPRIO = {f"fc{i}.{p}": (f"fc{i}.{p}",) for i in (1, 2) for p in ("weight", "bias")}
 _ACT_HEAD = {

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from omnimodel.ggufio.constants import GGUF_NAME_MAX
+from omnimodel.ggufio.constants import GGUF_NAME_MAX, HF_DECODER_LAYER
 
 ARCHS = ("pi05", "pi0")  # general.architecture of each, and the prefix of every key below
 
@@ -98,15 +98,8 @@ _SIGLIP_EMBD = {
 _SIGLIP_POST = {"weight": ("post_ln.weight",), "bias": ("post_ln.bias",)}
 _PROJECTOR = {"linear.weight": ("fc.weight",), "linear.bias": ("fc.bias",)}
 _GEMMA_LAYER = {
-    "self_attn.q_proj.weight": ("attn_q.weight",),
-    "self_attn.k_proj.weight": ("attn_k.weight",),
-    "self_attn.v_proj.weight": ("attn_v.weight",),
-    "self_attn.o_proj.weight": ("attn_output.weight",),
-    "mlp.gate_proj.weight": ("ffn_gate.weight",),
-    "mlp.up_proj.weight": ("ffn_up.weight",),
-    "mlp.down_proj.weight": ("ffn_down.weight",),
-    "input_layernorm.weight": ("attn_norm.weight",),
-    "post_attention_layernorm.weight": ("ffn_norm.weight",),
+    **HF_DECODER_LAYER,
+    # π0.5's expert norms are adaRMS: a Dense(cond) per norm instead of a scale vector
     "input_layernorm.dense.weight": ("attn_norm_ada.weight",),
     "input_layernorm.dense.bias": ("attn_norm_ada.bias",),
     "post_attention_layernorm.dense.weight": ("ffn_norm_ada.weight",),
