@@ -14,8 +14,19 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "400", **(env or {})}  # one logical line must not be wrapped by the terminal width
-    return subprocess.run([sys.executable, "-m", "omnimodel.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "COLUMNS": "400",
+        **(env or {}),
+    }  # one logical line must not be wrapped by the terminal width
+    return subprocess.run(
+        [sys.executable, "-m", "omnimodel.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
 
 
 def _error_lines(res: subprocess.CompletedProcess) -> list[str]:
@@ -37,7 +48,9 @@ def _error_lines(res: subprocess.CompletedProcess) -> list[str]:
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, args, needle):
     run = tmp_path / "run"
-    res = _cli("port", "openvla-oft", *(a.format(tmp=tmp_path) for a in args), "--out", str(run), cwd=tmp_path)
+    res = _cli(
+        "port", "openvla-oft", *(a.format(tmp=tmp_path) for a in args), "--out", str(run), cwd=tmp_path
+    )
     lines = _error_lines(res)
     assert res.returncode == 2, res.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
@@ -57,9 +70,9 @@ def test_failed_run_is_marked_refused_without_force_and_reported_on_resume(tmp_p
     res = _cli("port", "openvla-oft", "--skills-dir", str(skills), "--run-dir", str(run), cwd=tmp_path)
     assert res.returncode == 1, res.stderr[-3000:]
     reason = (run / "FAILED").read_text().strip()
-    assert reason.startswith("proprio_projector: module proprio_projector (ProprioProjector) has no skill") or reason.startswith(
-        "module proprio_projector (ProprioProjector) has no skill"
-    )
+    assert reason.startswith(
+        "proprio_projector: module proprio_projector (ProprioProjector) has no skill"
+    ) or reason.startswith("module proprio_projector (ProprioProjector) has no skill")
     assert "\n" not in reason and "{" not in reason
     out = res.stderr
     assert "✗ planner" in out and "✓ planner" not in out and "✓ analyzer" in out
@@ -74,8 +87,12 @@ def test_failed_run_is_marked_refused_without_force_and_reported_on_resume(tmp_p
     lines = _error_lines(resumed)
     assert resumed.returncode == 1 and len(lines) == 1 and reason in lines[0]
 
-    forced = _cli("port", "openvla-oft", "--skills-dir", str(skills), "--out", str(run), "--force", cwd=tmp_path)
-    assert forced.returncode == 1 and (run / "FAILED").read_text().strip() == reason  # replaced, failed the same way
+    forced = _cli(
+        "port", "openvla-oft", "--skills-dir", str(skills), "--out", str(run), "--force", cwd=tmp_path
+    )
+    assert (
+        forced.returncode == 1 and (run / "FAILED").read_text().strip() == reason
+    )  # replaced, failed the same way
 
 
 def test_force_refuses_a_directory_that_is_not_a_run(tmp_path):
@@ -105,7 +122,9 @@ def test_local_sandbox_without_build_tools_fails_before_the_run_dir(tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()  # a PATH with no cmake and no compiler
     run = tmp_path / "run"
-    res = _cli("port", "openvla-oft", "--sandbox", "local", "--out", str(run), cwd=tmp_path, env={"PATH": str(empty)})
+    res = _cli(
+        "port", "openvla-oft", "--sandbox", "local", "--out", str(run), cwd=tmp_path, env={"PATH": str(empty)}
+    )
     lines = _error_lines(res)
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert "needs cmake and a C++ compiler" in lines[0] and not run.exists()
@@ -121,7 +140,9 @@ def test_a_port_failing_after_the_converter_leaves_no_valid_looking_gguf(tmp_pat
     assert res.returncode == 1, res.stderr[-3000:]
     assert not (run / "model.gguf").exists() and (run / "model.gguf.failed").stat().st_size > 0
     reason = (run / "FAILED").read_text().strip()
-    assert reason.startswith("designer: skill proprio_projector: template does not render") and "{" not in reason, reason
+    assert (
+        reason.startswith("designer: skill proprio_projector: template does not render") and "{" not in reason
+    ), reason
     assert reason.endswith("(model.gguf renamed model.gguf.failed)"), reason
     out = res.stderr
     assert "✓ converter" in out and "✗ designer" in out and "✓ designer" not in out and "Traceback" not in out
@@ -132,7 +153,11 @@ def test_a_port_failing_after_the_converter_leaves_no_valid_looking_gguf(tmp_pat
 @pytest.mark.parametrize(
     "key, value, needle",
     [
-        ("num_hidden_layers", 10_000_000, "text_config.num_hidden_layers = 10000000: expected an integer in [1, 1024]"),
+        (
+            "num_hidden_layers",
+            10_000_000,
+            "text_config.num_hidden_layers = 10000000: expected an integer in [1, 1024]",
+        ),
         ("num_attention_heads", 0, "text_config.num_attention_heads = 0: expected an integer in [1, 1024]"),
     ],
 )
@@ -151,6 +176,25 @@ def test_bad_config_json_is_refused_before_the_run_dir(tmp_path, key, value, nee
     lines = _error_lines(res)
     assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], res.stderr[-2000:]
     assert lines[0].startswith(f"error: {ckpt / 'config.json'}: ") and not run.exists()
+
+
+def test_tensor_shapes_that_disagree_with_config_json_are_refused_before_the_run_dir(tmp_path):
+    """A config.json whose sizes are valid but do not describe the weights: one line naming the tensor, exit 2."""
+    import json
+
+    from omnimodel.port import bundled_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(bundled_checkpoint("openvla-oft"), ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["text_config"]["intermediate_size"] = 2 * int(cfg["text_config"]["intermediate_size"])
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    run = tmp_path / "run"
+    res = _cli("port", "openvla-oft", "--checkpoint", str(ckpt), "--out", str(run), cwd=tmp_path)
+    lines = _error_lines(res)
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert "mlp" in lines[0] and "has shape" in lines[0] and "config.json implies" in lines[0], lines
+    assert not run.exists()
 
 
 def _escape_index(ckpt):
@@ -173,7 +217,10 @@ def _more_layers(ckpt):
     "edit, needle",
     [
         (_escape_index, "shard path '../outside.safetensors' leaves the checkpoint directory"),
-        (_more_layers, "text_config.num_hidden_layers = 3 but the checkpoint's tensor names hold 2 LLaMA layers"),
+        (
+            _more_layers,
+            "text_config.num_hidden_layers = 3 but the checkpoint's tensor names hold 2 LLaMA layers",
+        ),
     ],
 )
 def test_bad_checkpoint_files_are_refused_before_the_run_dir(tmp_path, edit, needle):
@@ -208,4 +255,6 @@ def test_help_and_no_arguments_still_print_the_help(tmp_path):
     res = _cli("--help", cwd=tmp_path)
     assert res.returncode == 0 and "Usage:" in res.stdout and "port" in res.stdout and res.stderr == ""
     res = _cli("zoo", cwd=tmp_path)
-    assert res.returncode == 2 and "Usage:" in res.stdout and "make" in res.stdout and "error" not in res.stderr
+    assert (
+        res.returncode == 2 and "Usage:" in res.stdout and "make" in res.stdout and "error" not in res.stderr
+    )

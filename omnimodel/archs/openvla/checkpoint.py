@@ -41,14 +41,23 @@ def _check_norm_stats(raw: object, action_dim: int, source: str) -> dict:
     """norm_stats: dataset -> {"action": {"q01", "q99", optional "mask"}} with action_dim entries each."""
     stats = require_mapping(source, "norm_stats", raw)
     for name, entry in stats.items():
-        action = require_mapping(source, f"norm_stats.{name}.action", require_mapping(source, f"norm_stats.{name}", entry).get("action"))
+        action = require_mapping(
+            source,
+            f"norm_stats.{name}.action",
+            require_mapping(source, f"norm_stats.{name}", entry).get("action"),
+        )
         for field in ("q01", "q99", "mask"):
             if field == "mask" and field not in action:
                 continue
             values = require_list(source, f"norm_stats.{name}.action.{field}", action.get(field), action_dim)
             kind = bool if field == "mask" else (int, float)
             if not all(isinstance(v, kind) for v in values):
-                raise fail(source, f"norm_stats.{name}.action.{field}", values, f"{action_dim} {'booleans' if field == 'mask' else 'numbers'}")
+                raise fail(
+                    source,
+                    f"norm_stats.{name}.action.{field}",
+                    values,
+                    f"{action_dim} {'booleans' if field == 'mask' else 'numbers'}",
+                )
     return stats
 
 
@@ -74,8 +83,15 @@ def config_from_json(d: dict, source: str = "config.json") -> OpenVLAConfig:
         name=d.get("omnimodel_preset", "openvla"),
     )
     if cfg.text_vocab < cfg.n_action_bins:
-        raise fail(source, "text_config.vocab_size", cfg.vocab, f"more than pad_to_multiple_of + n_action_bins = {cfg.pad_to_multiple_of + cfg.n_action_bins}")
-    _check_norm_stats(d.get("norm_stats", {}), cfg.action_dim, source)  # with the rest, so `port` refuses it up front
+        raise fail(
+            source,
+            "text_config.vocab_size",
+            cfg.vocab,
+            f"more than pad_to_multiple_of + n_action_bins = {cfg.pad_to_multiple_of + cfg.n_action_bins}",
+        )
+    _check_norm_stats(
+        d.get("norm_stats", {}), cfg.action_dim, source
+    )  # with the rest, so `port` refuses it up front
     return cfg
 
 
@@ -110,7 +126,9 @@ def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
         tensors = open_safetensors(oft._confined(ckpt, shard, source))
         missing = [k for k, f in (weight_map or {}).items() if f == shard and k not in tensors]
         if missing:
-            raise CheckpointError(f"{ckpt / shard}: lacks {missing[0]} listed in {INDEX_FILE}; re-download the shard")
+            raise CheckpointError(
+                f"{ckpt / shard}: lacks {missing[0]} listed in {INDEX_FILE}; re-download the shard"
+            )
         state.update(tensors)
     return state
 
@@ -125,17 +143,7 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLA:
     state = read_state_dict(ckpt)
     with torch.device("meta"):
         model = OpenVLA(cfg)
-    expected = dict(model.state_dict())
-    for key, ref in expected.items():
-        if key not in state:
-            raise CheckpointError(f"{ckpt}: tensor {key} missing from the checkpoint; config.json and weights disagree")
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{ckpt}: {key} has shape {tuple(state[key].shape)} but config.json implies {tuple(ref.shape)}; fix config.json"
-            )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(f"{ckpt}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?")
+    oft.check_tensors(ckpt, dict(model.state_dict()), state)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     # RoPE inverse frequencies are a non-persistent buffer, not in the checkpoint: rebuild them.
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
@@ -144,12 +152,22 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLA:
     return model.eval()
 
 
-def write_checkpoint(model: OpenVLA, out: Path, norm_stats: dict, tokenizer_writer, max_shard_bytes: int = 4_000_000_000) -> None:
+def write_checkpoint(
+    model: OpenVLA, out: Path, norm_stats: dict, tokenizer_writer, max_shard_bytes: int = 4_000_000_000
+) -> None:
     """Write model, config (norm_stats inside), generation config and tokenizer into the existing directory `out`."""
     cfg = model.cfg
     (out / "config.json").write_text(json.dumps(config_to_json(cfg, norm_stats), indent=2))
     (out / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": cfg.pad_token_id, "transformers_version": "4.40.1"}, indent=2)
+        json.dumps(
+            {
+                "bos_token_id": 1,
+                "eos_token_id": 2,
+                "pad_token_id": cfg.pad_token_id,
+                "transformers_version": "4.40.1",
+            },
+            indent=2,
+        )
     )
     tokenizer_writer(out)
     tensors = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
@@ -171,4 +189,6 @@ def write_checkpoint(model: OpenVLA, out: Path, norm_stats: dict, tokenizer_writ
         save_file(shard, str(out / name), metadata={"format": "pt"})
         weight_map.update({k: name for k in shard})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
-    (out / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (out / INDEX_FILE).write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )

@@ -95,7 +95,9 @@ def config_to_json(cfg: OpenVLAOFTConfig) -> dict:
         "torch_dtype": "bfloat16",
         "transformers_version": "4.40.1",
     }
-    if any(KNOWN_TOWERS.get(t.timm_id) != t for t in (cfg.dino, cfg.siglip)):  # sizes a timm id does not imply
+    if any(
+        KNOWN_TOWERS.get(t.timm_id) != t for t in (cfg.dino, cfg.siglip)
+    ):  # sizes a timm id does not imply
         out["omnimodel_towers"] = [vars(cfg.dino), vars(cfg.siglip)]
     out["omnimodel_preset"] = cfg.name
     return out
@@ -158,7 +160,9 @@ def _towers_from_json(d: dict, source: str) -> tuple[TowerConfig, TowerConfig]:
         raw = require_list(source, "omnimodel_towers", d["omnimodel_towers"], 2)
         return tuple(_tower_from_json(source, f"omnimodel_towers[{i}]", t) for i, t in enumerate(raw))
     if "timm_model_ids" not in d:
-        raise ConfigError(f"{source}: timm_model_ids missing; expected the two timm ids of a dinosiglip backbone")
+        raise ConfigError(
+            f"{source}: timm_model_ids missing; expected the two timm ids of a dinosiglip backbone"
+        )
     ids = require_list(source, "timm_model_ids", d["timm_model_ids"], 2)
     for i, tid in enumerate(ids):
         if not isinstance(tid, str) or tid not in KNOWN_TOWERS:
@@ -166,7 +170,11 @@ def _towers_from_json(d: dict, source: str) -> tuple[TowerConfig, TowerConfig]:
     return tuple(TowerConfig(**vars(KNOWN_TOWERS[i])) for i in ids)
 
 
-_CUSTOM_FIELDS = (Field("file", str), Field("class", str), Field("kwargs", dict, optional=True, nullable=True))
+_CUSTOM_FIELDS = (
+    Field("file", str),
+    Field("class", str),
+    Field("kwargs", dict, optional=True, nullable=True),
+)
 
 
 def _check_custom_modules(d: dict, source: str) -> None:
@@ -174,7 +182,9 @@ def _check_custom_modules(d: dict, source: str) -> None:
     specs = require_mapping(source, "omnimodel_custom_modules", d.get("omnimodel_custom_modules") or {})
     for path, spec in specs.items():
         key = f"omnimodel_custom_modules.{path}"
-        check_section(source, require_mapping(source, key, spec), _CUSTOM_FIELDS, prefix=f"{key}.", closed=True)
+        check_section(
+            source, require_mapping(source, key, spec), _CUSTOM_FIELDS, prefix=f"{key}.", closed=True
+        )
         if spec.get("kwargs") is not None:
             require_mapping(source, f"{key}.kwargs", spec["kwargs"])
 
@@ -194,9 +204,15 @@ def config_from_json(d: dict, source: str = "config.json") -> OpenVLAOFTConfig:
     kw = {ours: text[hf] for hf, ours in _TEXT_FIELDS.items()}
     if kw["kv_heads"] is None:
         kw["kv_heads"] = kw["heads"]
-    check_divides(source, "text_config.hidden_size", kw["hidden"], "text_config.num_attention_heads", kw["heads"])
     check_divides(
-        source, "text_config.num_attention_heads", kw["heads"], "text_config.num_key_value_heads", kw["kv_heads"]
+        source, "text_config.hidden_size", kw["hidden"], "text_config.num_attention_heads", kw["heads"]
+    )
+    check_divides(
+        source,
+        "text_config.num_attention_heads",
+        kw["heads"],
+        "text_config.num_key_value_heads",
+        kw["kv_heads"],
     )
     if (kw["hidden"] // kw["heads"]) % 2:
         raise fail(source, "text_config.hidden_size", kw["hidden"], "an even head size (RoPE rotates pairs)")
@@ -233,7 +249,9 @@ def _side_file(ckpt: Path, component: str) -> Path:
 def _unpickler_reason(exc: Exception) -> str:
     """The line of torch's weights-only refusal that names what was refused, without its advice to disable the check."""
     boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(boilerplate)]
+    lines = [
+        ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith(boilerplate)
+    ]
     return lines[0] if lines else "not a plain tensor file"
 
 
@@ -241,7 +259,9 @@ def _load_side_state(path: Path) -> dict[str, torch.Tensor]:
     """A side file's tensors through torch's weights-only unpickler (mmap for the zip format, in memory for the legacy one)."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr; the errors below say it all
+            warnings.simplefilter(
+                "ignore"
+            )  # torch warns about pickle protocols on stderr; the errors below say it all
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:  # a global or an opcode was refused: possibly a hostile file
         raise CheckpointError(
@@ -252,7 +272,9 @@ def _load_side_state(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]}); re-download it"
         ) from None
-    named = isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    named = isinstance(state, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    )
     if not named:
         raise CheckpointError(f"{path}: not a state dict of named tensors; re-download it")
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -302,7 +324,9 @@ def read_weight_map(ckpt: Path) -> dict[str, str] | None:
         raise CheckpointError(f"{index}: no weight_map object of tensor -> shard names; re-download it")
     for key, shard in weight_map.items():
         if not isinstance(shard, str) or not key:
-            raise CheckpointError(f"{index}: weight_map[{key!r}] = {shard!r} is not a shard file name; re-download it")
+            raise CheckpointError(
+                f"{index}: weight_map[{key!r}] = {shard!r} is not a shard file name; re-download it"
+            )
         _confined(Path(ckpt), shard, index)
     return weight_map
 
@@ -366,20 +390,9 @@ def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
-    """Build the model from config.json and load every tensor, checking names and shapes."""
-    ckpt = Path(ckpt)
-    if not ckpt.is_dir():
-        raise CheckpointError(f"{ckpt}: checkpoint directory not found")
-    cfg = read_config(ckpt)
-    check_layer_counts(cfg, tensor_names(ckpt), str(ckpt / "config.json"))
-    state = read_state_dict(ckpt)
-    with torch.device("meta"):
-        model = OpenVLAOFT(cfg)
-        from omnimodel.models.custom import install_custom_modules
-
-        install_custom_modules(model, ckpt)  # modules of a new class declared in config.json
-    expected = dict(model.state_dict())
+def check_tensors(ckpt: Path, expected: dict, state) -> None:
+    """Every tensor the model built from config.json expects is in the checkpoint with its shape, and no
+    other tensor is (one-line CheckpointErrors naming the tensor); `expected` may hold meta tensors."""
     for key, ref in expected.items():
         if key not in state:
             raise CheckpointError(
@@ -394,6 +407,22 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
         raise CheckpointError(
             f"{ckpt}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?"
         )
+
+
+def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:
+    """Build the model from config.json and load every tensor, checking names and shapes."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_dir():
+        raise CheckpointError(f"{ckpt}: checkpoint directory not found")
+    cfg = read_config(ckpt)
+    check_layer_counts(cfg, tensor_names(ckpt), str(ckpt / "config.json"))
+    state = read_state_dict(ckpt)
+    with torch.device("meta"):
+        model = OpenVLAOFT(cfg)
+        from omnimodel.models.custom import install_custom_modules
+
+        install_custom_modules(model, ckpt)  # modules of a new class declared in config.json
+    check_tensors(ckpt, dict(model.state_dict()), state)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     # Non-persistent buffers (RoPE inverse frequencies) are not in the checkpoint: rebuild them.
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding

@@ -32,13 +32,23 @@ class PrismaticArch(PackageArch):
         cls.glue_classes = _GLUE | {cls.root_class}
 
     def check_checkpoint(self, ckpt: Path) -> None:
-        """config.json, its layer counts against the tensor names, then every shard header, the index and the
-        side files (memory-mapped: no weight is read)."""
-        from omnimodel.archs.openvla_oft.checkpoint import check_layer_counts, tensor_names
+        """config.json, its layer counts against the tensor names, every shard header, the index and the side
+        files, then every tensor's name and shape against the model config.json describes (memory-mapped and
+        on the meta device: no weight is read)."""
+        import json
+
+        import torch
+
+        from omnimodel.archs.openvla_oft.checkpoint import check_layer_counts, check_tensors, tensor_names
 
         cfg = self.read_config(ckpt)
         check_layer_counts(cfg, tensor_names(ckpt), str(Path(ckpt) / "config.json"))
-        self.read_state_dict(ckpt)
+        state = self.read_state_dict(ckpt)
+        if json.loads((Path(ckpt) / "config.json").read_text()).get("omnimodel_custom_modules"):
+            return  # a user's module classes run only once the port installs them (--trust-remote-code)
+        with torch.device("meta"):  # shapes only: no weight is allocated or read
+            model = self.build_model(cfg)
+        check_tensors(Path(ckpt), dict(model.state_dict()), state)
 
     def default_transforms(self, cfg: Any) -> dict[str, list[str]]:
         # LLaMA q/k rows get permute_rope, as llama.cpp's converter does; nothing else is transformed.
