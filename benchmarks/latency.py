@@ -95,8 +95,8 @@ def run_torch(args, dtype_name: str) -> dict:
 
 
 def build_native(args, quant: str, root: Path) -> Path:
-    from omnimodel.codegen.build import build_project
     from omnimodel.archs.openvla_oft.metadata import runtime_metadata
+    from omnimodel.codegen.build import build_project
     from omnimodel.codegen.render import render_project
     from omnimodel.ggufio.convert import convert
     from omnimodel.models.preprocess import select_stats

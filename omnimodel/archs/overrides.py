@@ -45,7 +45,9 @@ def apply_sets(config: dict, items: Iterable[str]) -> dict:
                 if part not in node:
                     raise ConfigError(f"--set {item}: no key {where}; keys there: {', '.join(sorted(node))}")
             else:
-                raise ConfigError(f"--set {item}: {'.'.join(path[:i])} holds a value, not an object or a list")
+                raise ConfigError(
+                    f"--set {item}: {'.'.join(path[:i])} holds a value, not an object or a list"
+                )
             if i == len(path) - 1:
                 node[part] = value
             else:

@@ -55,7 +55,13 @@ def fail(source: str, key: str, value: Any, expected: str) -> ConfigError:
 
 
 def _describe(f: Field) -> str:
-    what = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a JSON object"}[f.kind]
+    what = {
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+        str: "a string",
+        dict: "a JSON object",
+    }[f.kind]
     if f.low is not None and f.high is not None:
         return f"{what} in [{f.low:g}, {f.high:g}]"
     if f.low is not None:

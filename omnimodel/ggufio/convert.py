@@ -81,7 +81,9 @@ def load_source(src: str | os.PathLike, seed: int = 0) -> ModelSource:
         arch = archs.for_checkpoint(path)
         cfg = arch.read_config(path)
         name = getattr(cfg, "name", "") or path.name
-        return ModelSource(arch.read_state_dict(path), cfg, arch.read_stats(path), name, tokenizer=_tokenizer_keys(path))
+        return ModelSource(
+            arch.read_state_dict(path), cfg, arch.read_stats(path), name, tokenizer=_tokenizer_keys(path)
+        )
     known = [p for a in archs.registry().values() for p in a.presets()]
     if str(src) in known:
         model, stats = archs.for_preset(str(src)).random_model(str(src), seed)
@@ -122,7 +124,9 @@ def apply_transforms(gguf_name: str, w: torch.Tensor, steps: list[str], config: 
         elif step == "permute_rope":
             w = permute_rope(w, names.arch_for(config=config).rope_heads(gguf_name, config))
         else:
-            raise GGUFError(f"tensor {gguf_name!r}: unknown transform {step!r}; known: {', '.join(TRANSFORMS)}")
+            raise GGUFError(
+                f"tensor {gguf_name!r}: unknown transform {step!r}; known: {', '.join(TRANSFORMS)}"
+            )
     return w
 
 

@@ -49,7 +49,8 @@ class GGUFSummary:
             "bpw_by_component": self.bpw_by_component,
             "metadata": self.metadata,
             "tensors": [
-                {"name": t.name, "type": t.ggml_type, "shape": list(t.shape), "bytes": t.nbytes} for t in self.tensors
+                {"name": t.name, "type": t.ggml_type, "shape": list(t.shape), "bytes": t.nbytes}
+                for t in self.tensors
             ],
         }
 
@@ -108,7 +109,9 @@ class _Cursor:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise GGUFError(f"{self.path}: {what} is not UTF-8; re-create it with `omnimodel quantize`") from None
+            raise GGUFError(
+                f"{self.path}: {what} is not UTF-8; re-create it with `omnimodel quantize`"
+            ) from None
 
     def value(self, vtype: int, what: str, depth: int = 0) -> object:
         if vtype in _SCALAR:
@@ -127,7 +130,9 @@ class _Cursor:
                 for i in range(n):
                     self.value(itype, f"{what}[{i}]", depth + 1)
             return None
-        raise GGUFError(f"{self.path}: {what} has unknown value type {vtype}; re-create it with `omnimodel quantize`")
+        raise GGUFError(
+            f"{self.path}: {what} has unknown value type {vtype}; re-create it with `omnimodel quantize`"
+        )
 
 
 def check_layout(path: Path, buf: bytes | mmap.mmap) -> None:
@@ -147,14 +152,18 @@ def check_layout(path: Path, buf: bytes | mmap.mmap) -> None:
         value = cur.value(vtype, f"metadata {key}")
         if key == "general.alignment":
             if vtype != 4 or not value or value & (value - 1):
-                raise GGUFError(f"{path}: general.alignment = {value!r} is not a power-of-two uint32; re-create it")
+                raise GGUFError(
+                    f"{path}: general.alignment = {value!r} is not a power-of-two uint32; re-create it"
+                )
             alignment = value
     tensors = []
     for i in range(n_tensors):
         name = cur.string(f"the name of tensor #{i}")
         n_dims = cur.u32(f"the dimension count of tensor {name}")
         if not 1 <= n_dims <= _MAX_DIMS:
-            raise GGUFError(f"{path}: tensor {name}: {n_dims} dimensions (1 to {_MAX_DIMS} allowed); re-create it")
+            raise GGUFError(
+                f"{path}: tensor {name}: {n_dims} dimensions (1 to {_MAX_DIMS} allowed); re-create it"
+            )
         dims = [cur.u64(f"the shape of tensor {name}") for _ in range(n_dims)]
         ttype = cur.u32(f"the type of tensor {name}")
         offset = cur.u64(f"the data offset of tensor {name}")
@@ -169,9 +178,13 @@ def check_layout(path: Path, buf: bytes | mmap.mmap) -> None:
         for d in dims:
             n *= d
         if dims[0] % block or n > len(buf):
-            raise GGUFError(f"{path}: tensor {name}: shape {dims} does not fit GGML type {ttype}; re-create it")
+            raise GGUFError(
+                f"{path}: tensor {name}: shape {dims} does not fit GGML type {ttype}; re-create it"
+            )
         if offset % alignment:
-            raise GGUFError(f"{path}: tensor {name}: data offset {offset} is not aligned to {alignment}; re-create it")
+            raise GGUFError(
+                f"{path}: tensor {name}: data offset {offset} is not aligned to {alignment}; re-create it"
+            )
         end = data_start + offset + n // block * type_bytes
         if end > len(buf):
             raise GGUFError(
@@ -196,7 +209,9 @@ def open_reader(path: str | os.PathLike) -> gguf.GGUFReader:
         return gguf.GGUFReader(str(path))
     except Exception as exc:  # the gguf package raises ValueError, struct errors, IndexError...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise GGUFError(f"{path}: not a valid GGUF file ({msg}); re-create it with `omnimodel quantize`") from None
+        raise GGUFError(
+            f"{path}: not a valid GGUF file ({msg}); re-create it with `omnimodel quantize`"
+        ) from None
 
 
 def summarize(path: str | os.PathLike) -> GGUFSummary:
@@ -242,14 +257,19 @@ def read_tensor_bytes(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int
 
 def format_summary(s: GGUFSummary) -> str:
     """Human-readable table of a summary."""
-    lines = [f"{s.path}  ({s.file_bytes / 1e6:.2f} MB, {len(s.tensors)} tensors, {s.bpw:.3f} bpw)", "metadata:"]
+    lines = [
+        f"{s.path}  ({s.file_bytes / 1e6:.2f} MB, {len(s.tensors)} tensors, {s.bpw:.3f} bpw)",
+        "metadata:",
+    ]
     for k, v in s.metadata.items():
         text = str(v)
         lines.append(f"  {k} = {text if len(text) <= 100 else text[:97] + '...'}")
     lines.append("tensors:")
     width = max((len(t.name) for t in s.tensors), default=10)
     for t in s.tensors:
-        lines.append(f"  {t.name:<{width}}  {t.ggml_type:<8} {'x'.join(map(str, t.shape)):<14} {t.nbytes:>12,d} B")
+        lines.append(
+            f"  {t.name:<{width}}  {t.ggml_type:<8} {'x'.join(map(str, t.shape)):<14} {t.nbytes:>12,d} B"
+        )
     lines.append("bits per weight by component:")
     for comp, b in s.bpw_by_component.items():
         lines.append(f"  {comp:<18} {b:7.3f}")

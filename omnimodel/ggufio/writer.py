@@ -45,7 +45,11 @@ def _add_metadata(w: gguf.GGUFWriter, key: str, value: Any) -> None:
         w.add_float32(key, value)
     elif isinstance(value, str):
         w.add_string(key, value)
-    elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float, str, bool)) for v in value):
+    elif (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (int, float, str, bool)) for v in value)
+    ):
         w.add_array(key, list(value))
     elif isinstance(value, (dict, list, tuple)):
         w.add_string(key, json.dumps(value))
@@ -79,14 +83,18 @@ def write_gguf(
             raw = t.data.detach().to("cpu").contiguous().numpy().view(np.uint8)
             expected = int(np.prod(t.shape[:-1] or (1,))) * fmt.row_bytes(t.shape[-1])
             if raw.size != expected:
-                raise GGUFError(f"tensor {t.name!r}: {raw.size} bytes for {fmt.name} {t.shape}, expected {expected}")
+                raise GGUFError(
+                    f"tensor {t.name!r}: {raw.size} bytes for {fmt.name} {t.shape}, expected {expected}"
+                )
             if fmt.name == "F32":
                 w.add_tensor(t.name, raw.view(np.float32).reshape(t.shape))
             elif fmt.name == "F16":
                 w.add_tensor(t.name, raw.view(np.float16).reshape(t.shape))
             else:
                 byte_shape = (*t.shape[:-1], fmt.row_bytes(t.shape[-1]))
-                w.add_tensor(t.name, raw.reshape(byte_shape), raw_dtype=gguf.GGMLQuantizationType(fmt.ggml_type))
+                w.add_tensor(
+                    t.name, raw.reshape(byte_shape), raw_dtype=gguf.GGMLQuantizationType(fmt.ggml_type)
+                )
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_tensors_to_file()

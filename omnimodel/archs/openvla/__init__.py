@@ -30,7 +30,9 @@ class OpenVLAArch(PrismaticArch):
     """The original OpenVLA (released Hugging Face layout, norm_stats in config.json, no side files)."""
 
     name = NAME
-    description = "OpenVLA: DINOv2+SigLIP, causal LLaMA-2 7B, 7 action tokens decoded greedily with a KV cache"
+    description = (
+        "OpenVLA: DINOv2+SigLIP, causal LLaMA-2 7B, 7 action tokens decoded greedily with a KV cache"
+    )
     bundled_preset = "openvla-tiny"
     root_class = "OpenVLA"
 
@@ -42,7 +44,9 @@ class OpenVLAArch(PrismaticArch):
 
         own = config_json.get("omnimodel_preset")
         if any(own in a.presets() for a in archs.registry().values()):
-            return own in self.presets()  # a custom name (`zoo make --set omnimodel_preset=...`) falls through
+            return (
+                own in self.presets()
+            )  # a custom name (`zoo make --set omnimodel_preset=...`) falls through
         return not any(
             "checkpoint" in p.name and any(s in p.name for s in _OFT_SIDE_FILES) for p in Path(ckpt).iterdir()
         )

@@ -39,7 +39,9 @@ def module_prefix(module: str) -> str | None:
 def gguf_names(key: str) -> list[str]:
     """GGUF tensor name(s) of a checkpoint key; KeyError for keys OpenVLA has no role for."""
     if not _shared(key):
-        raise KeyError(f"no GGUF name for checkpoint key {key!r} (OpenVLA has no proprio projector or action head)")
+        raise KeyError(
+            f"no GGUF name for checkpoint key {key!r} (OpenVLA has no proprio projector or action head)"
+        )
     return oft.gguf_names(key)
 
 

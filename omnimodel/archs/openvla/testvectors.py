@@ -21,8 +21,16 @@ def micro_config() -> OpenVLAConfig:
     """OFT's micro sizes (28x28 images, 32-wide trunk) with a vocabulary that leaves room for 256 bins."""
     oft = oft_micro_config()
     return OpenVLAConfig(
-        oft.dino, oft.siglip, hidden=oft.hidden, layers=oft.layers, heads=oft.heads, kv_heads=oft.kv_heads,
-        mlp=oft.mlp, vocab=320, pad_token_id=256, name="openvla-micro",
+        oft.dino,
+        oft.siglip,
+        hidden=oft.hidden,
+        layers=oft.layers,
+        heads=oft.heads,
+        kv_heads=oft.kv_heads,
+        mlp=oft.mlp,
+        vocab=320,
+        pad_token_id=256,
+        name="openvla-micro",
     )
 
 

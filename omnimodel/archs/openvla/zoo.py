@@ -16,7 +16,11 @@ from omnimodel.errors import ConfigError
 from omnimodel.models.tokenizer import build_char_tokenizer, save_tokenizer_files
 from omnimodel.models.zoo import ModelInfo, random_stats
 
-MODULE_OF = {"vision": "vision_backbone", "projector": "projector", "llm": "language_model"}  # component -> module
+MODULE_OF = {
+    "vision": "vision_backbone",
+    "projector": "projector",
+    "llm": "language_model",
+}  # component -> module
 SHARD_BYTES = {"openvla-tiny": 4_000_000}
 UNNORM_KEY = "omnimodel_random"  # the one dataset of a random checkpoint's norm_stats
 
@@ -46,7 +50,11 @@ def make_checkpoint(name: str, out_dir: str | Path, seed: int = 0, sets: tuple[s
     out_dir = Path(out_dir)
     cfg = preset(name)
     if sets:
-        editable = {**editable_config_json(cfg), "pad_to_multiple_of": cfg.pad_to_multiple_of, "n_action_bins": cfg.n_action_bins}
+        editable = {
+            **editable_config_json(cfg),
+            "pad_to_multiple_of": cfg.pad_to_multiple_of,
+            "n_action_bins": cfg.n_action_bins,
+        }
         # config.json does not carry the space token id: keep the preset's (its character tokenizer's)
         cfg = replace(config_from_json(apply_sets(editable, sets), SOURCE), space_token_id=cfg.space_token_id)
     model = build_random_model(cfg, seed)

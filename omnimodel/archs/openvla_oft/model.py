@@ -28,6 +28,7 @@ STOP_INDEX = 2
 IGNORE_INDEX = -100
 N_ACTION_BINS = 256
 
+
 @dataclass
 class TowerConfig:
     """One ViT tower (timm VisionTransformer subset used by Prismatic)."""
