@@ -144,3 +144,28 @@ def check_count_matches(source: str, key: str, declared: int, found: int, what: 
         raise ConfigError(
             f"{source}: {key} = {declared} but the checkpoint's tensor names hold {found} {what}; {_fix(source)}"
         )
+
+
+def check_tensors(
+    source: object, expected: dict, state, implied_by: str = "config.json", fix: str = "fix config.json"
+) -> None:
+    """Every tensor the model built from the config expects is in `state` with its shape, and no other is.
+
+    One-line CheckpointErrors naming `source` and the tensor; `expected` may hold meta tensors.
+    """
+    from omnimodel.errors import CheckpointError
+
+    for key, ref in expected.items():
+        if key not in state:
+            raise CheckpointError(
+                f"{source}: tensor {key} missing from the checkpoint; config.json and weights disagree"
+            )
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(state[key].shape)} but {implied_by} implies {tuple(ref.shape)}; {fix}"
+            )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?"
+        )

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from omnimodel.archs.openvla.model import OpenVLA, OpenVLAConfig
 from omnimodel.archs.openvla_oft import checkpoint as oft
-from omnimodel.archs.validate import Field, check_section, fail, require_list, require_mapping
+from omnimodel.archs.validate import Field, check_section, check_tensors, fail, require_list, require_mapping
 from omnimodel.errors import CheckpointError
 from omnimodel.models.safetensors_mmap import open_safetensors
 
@@ -143,7 +143,7 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLA:
     state = read_state_dict(ckpt)
     with torch.device("meta"):
         model = OpenVLA(cfg)
-    oft.check_tensors(ckpt, dict(model.state_dict()), state)
+    check_tensors(ckpt, dict(model.state_dict()), state)
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
     # RoPE inverse frequencies are a non-persistent buffer, not in the checkpoint: rebuild them.
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding

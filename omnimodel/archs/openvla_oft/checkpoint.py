@@ -24,6 +24,7 @@ from omnimodel.archs.validate import (
     check_count_matches,
     check_divides,
     check_section,
+    check_tensors,
     fail,
     require_list,
     require_mapping,
@@ -388,25 +389,6 @@ def read_state_dict(ckpt: Path) -> dict[str, torch.Tensor]:
         for k, v in _load_side_state(_side_file(ckpt, component)).items():
             state[f"{component}.{k}"] = v
     return state
-
-
-def check_tensors(ckpt: Path, expected: dict, state) -> None:
-    """Every tensor the model built from config.json expects is in the checkpoint with its shape, and no
-    other tensor is (one-line CheckpointErrors naming the tensor); `expected` may hold meta tensors."""
-    for key, ref in expected.items():
-        if key not in state:
-            raise CheckpointError(
-                f"{ckpt}: tensor {key} missing from the checkpoint; config.json and weights disagree"
-            )
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{ckpt}: {key} has shape {tuple(state[key].shape)} but config.json implies {tuple(ref.shape)}; fix config.json"
-            )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(
-            f"{ckpt}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?"
-        )
 
 
 def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> OpenVLAOFT:

@@ -39,7 +39,8 @@ class PrismaticArch(PackageArch):
 
         import torch
 
-        from omnimodel.archs.openvla_oft.checkpoint import check_layer_counts, check_tensors, tensor_names
+        from omnimodel.archs.openvla_oft.checkpoint import check_layer_counts, tensor_names
+        from omnimodel.archs.validate import check_tensors
 
         cfg = self.read_config(ckpt)
         check_layer_counts(cfg, tensor_names(ckpt), str(Path(ckpt) / "config.json"))

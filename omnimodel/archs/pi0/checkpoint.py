@@ -40,6 +40,7 @@ from omnimodel.archs.validate import (
     Field,
     check_divides,
     check_section,
+    check_tensors,
     fail,
     require_list,
     require_mapping,
@@ -477,19 +478,10 @@ def load_model(ckpt: Path, dtype: torch.dtype = torch.float32) -> PI0:
     state = read_state_dict(ckpt)
     with torch.device("meta"):
         model = PI0(cfg)
-    expected = model.state_dict()
-    for key, ref in expected.items():
-        if key not in state:
-            raise CheckpointError(f"{ckpt / WEIGHTS}: tensor {key} missing; config.json and weights disagree")
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise CheckpointError(
-                f"{ckpt / WEIGHTS}: {key} has shape {tuple(state[key].shape)} but the config implies {tuple(ref.shape)}; sizes other than the released ones belong in {SIDE_FILE}'s omnimodel_sizes"
-            )
-    unexpected = sorted(set(state) - set(expected))
-    if unexpected:
-        raise CheckpointError(
-            f"{ckpt / WEIGHTS}: unexpected tensor {unexpected[0]} ({len(unexpected)} in all); wrong model family?"
-        )
+    check_tensors(
+        ckpt / WEIGHTS, model.state_dict(), state, "the config",
+        f"sizes other than the released ones belong in {SIDE_FILE}'s omnimodel_sizes",
+    )  # fmt: skip
     # copies: aligned memory (bit-identical results to a model built in memory), no mmap kept open
     model.load_state_dict({k: v.to(dtype=dtype, copy=True) for k, v in state.items()}, assign=True)
     return model.eval()
