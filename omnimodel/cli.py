@@ -576,24 +576,46 @@ def train_cmd(
     mixed_batches: bool = typer.Option(
         True, "--mixed-batches/--bucketed-batches", help="Mix tasks in a batch (padded prompts)."
     ),
+    arch: str | None = typer.Option(
+        None, "--arch", help="The architecture whose recipe and loss train (default: the first registered one with a recipe)."
+    ),
+    preset: str | None = typer.Option(None, "--preset", help="Model preset (default: the arch's tiny one)."),
 ) -> None:
-    """Train the bundled tiny policy on the task suite by behaviour cloning (L1 head + token cross-entropy)."""
+    """Train a tiny policy on the task suite by behaviour cloning, with the arch's own recipe and loss."""
+    import dataclasses
     import shlex
 
     from omnimodel import train as train_mod
 
     logging.getLogger("omnimodel.train").setLevel(logging.INFO)
-    cfg = train_mod.TrainConfig(
+    from omnimodel import archs
+
+    mod = train_mod.trainer(arch)
+    arch_obj = archs.get(arch) if arch else None
+    asked = dict(
         steps=steps, batch=batch, lr=lr, device=device, episodes_per_task=episodes_per_task, seed=seed,
         eval_episodes=eval_episodes, demos=str(demos) if demos else None, workers=workers, ce_weight=ce_weight,
         time_budget=time_budget, init=str(init) if init else None, mixed_batches=mixed_batches, suites=tuple(x.strip() for x in suites.split(",") if x.strip()),
     )  # fmt: skip
+    if preset or (arch_obj and arch_obj.bundled_preset):
+        asked["preset"] = preset or arch_obj.bundled_preset
+    known = {f.name for f in dataclasses.fields(mod.TrainConfig)}
+    given = {k: v for k, v in asked.items() if k in known}
+    # an option the recipe does not have is an error only when the user changed it from its default
+    import inspect
+
+    defaults = {k: getattr(p.default, "default", p.default) for k, p in inspect.signature(train_cmd).parameters.items()}
+    ignored = [f"--{k.replace('_', '-')}" for k in asked if k not in known and defaults.get(k) != asked[k]]
+    if ignored:
+        raise ConfigError(f"{', '.join(ignored)} do not apply to {arch}'s training recipe; drop them")
+    cfg = mod.TrainConfig(**given)
     check_writable(out, want_dir=True)
     command = "omnimodel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    res = train_mod.train(cfg, out, command=command)
+    res = mod.train(cfg, out, command=command)
     last = res.log[-1]
-    typer.echo(f"trained {cfg.steps} steps on {res.frames} frames in {res.seconds:.0f} s: loss {last['loss']:.4f} "
-               f"(L1 {last['l1']:.4f}, CE {last['ce']:.3f}) -> {out}")  # fmt: skip
+    parts = ", ".join(f"{k} {last[k]:.4f}" for k in ("l1", "ce") if k in last)
+    typer.echo(f"trained {cfg.steps} steps on {res.frames} frames in {res.seconds:.0f} s: loss {last['loss']:.4f}"
+               + (f" ({parts})" if parts else "") + f" -> {out}")  # fmt: skip
     if res.eval:
         for suite, v in res.eval["success_per_suite"].items():
             typer.echo(f"  {suite:<16} {100 * v:5.1f}%")

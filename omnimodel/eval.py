@@ -385,6 +385,32 @@ def load_target(path: str | Path, threads: int = 0) -> tuple[Policy, str, float 
     return policy, str(backend), _bits_per_weight(p, kind, policy)
 
 
+def action_postprocess(target: str | Path | None, policy: Any = None) -> bool:
+    """Whether eval applies `process_action` (the arch's `eval_postprocess`): from the checkpoint's arch,
+    the run's arch, or a policy server's metadata "arch"; True when none names one."""
+    from omnimodel import archs
+
+    name = None
+    if isinstance(getattr(policy, "metadata", None), dict):
+        name = policy.metadata.get("arch")
+    if name is None and target is not None and Path(target).is_dir():
+        p = Path(target)
+        try:
+            if detect_target(p) == "checkpoint":
+                return bool(archs.for_checkpoint(p).eval_postprocess)
+            from omnimodel.serve import run_arch
+
+            name = run_arch(p)
+        except (CheckpointError, ConfigError):
+            return True
+    if not name:
+        return True
+    try:
+        return bool(archs.get(str(name)).eval_postprocess)
+    except ConfigError:
+        return True
+
+
 def evaluate_target(
     target: str | Path | None,
     policy: Policy,
@@ -399,18 +425,22 @@ def evaluate_target(
     workers: int = 1,
     tasks_factory: Callable[[], list[EvalTask]] | None = None,
     policy_factory: Callable[[], Policy] | None = None,
+    postprocess: bool | None = None,
 ) -> dict[str, Any]:
     """Closed loop (and offline L1 when `demos` is given) for one policy, as the eval.json dict.
 
     With `workers` > 1 the closed loop runs in that many processes, each loading `target` again
-    (with one compute thread) and building its tasks with `tasks_factory`.
+    (with one compute thread) and building its tasks with `tasks_factory`. `postprocess` None: as
+    the target's arch says (`action_postprocess`).
     """
+    if postprocess is None:
+        postprocess = action_postprocess(target, policy)
     if workers > 1 and (target is not None or policy_factory is not None) and tasks_factory is not None:
         factory = policy_factory or functools.partial(worker_policy, str(target), 1)
         closed = evaluate_closed_loop_parallel(factory, tasks_factory, episodes_per_task, seed, workers,
-                                               show_progress=show_progress)  # fmt: skip
+                                               postprocess, show_progress=show_progress)  # fmt: skip
     else:
-        closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, show_progress=show_progress)
+        closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, postprocess, show_progress=show_progress)
     result: dict[str, Any] = {
         "target": str(target) if target is not None else None,
         "backend": backend,
@@ -418,6 +448,7 @@ def evaluate_target(
         "seed": seed,
         "episodes": closed.episodes,
         "episodes_per_task": episodes_per_task,
+        "postprocess": postprocess,
         "success_per_suite": closed.success_per_suite,
         "success_mean": float(np.mean(list(closed.success_per_suite.values()))),
         "success_per_task": closed.success_per_task,

@@ -18,6 +18,9 @@ class Arch(ABC):
     name: str = ""  # the family name `omnimodel port NAME` takes
     description: str = ""
     bundled_preset: str = ""  # the tiny preset the quick start ports
+    # the policy's actions in OpenVLA-OFT's training convention (gripper 1 open / 0 close), which
+    # `omnimodel eval` turns into the robot's (-1 open / +1 close, binarised); False: already the robot's
+    eval_postprocess: bool = True
     # plan rules: composite classes whose forward is the arch graph's glue (children planned),
     # parameter-free classes that only run inside a realised parent, leaves the graph realises
     # directly, and classes present in checkpoints but never run.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,8 @@ from omnimodel.archs.openvla_oft.model import (
 from omnimodel.atomic import atomic_dir, atomic_path
 from omnimodel.errors import ConfigError
 from omnimodel.models.preprocess import CROP_SCALE
+from omnimodel.suite import demos
+from omnimodel.suite.demos import DemoData, DemoSpec
 
 log = logging.getLogger("omnimodel.train")  # the CLI raises this logger to INFO
 STATS_KEY = "omnimodel_suite"
@@ -103,163 +104,40 @@ def _indexed(device: torch.device) -> torch.device:
     return device
 
 
-# ---------------------------------------------------------------- data
-@dataclass
-class DemoData:
-    """Training frames: upright images (N, 2, 224, 224, 3) uint8, raw proprio (N, 8), chunks (N, 8, 7), task index (N,)."""
-
-    images: np.ndarray
-    proprio: np.ndarray
-    actions: np.ndarray  # OpenVLA-OFT convention: gripper 1 open, 0 close
-    task: np.ndarray
-    instructions: list[str]
-    suites: list[str]
-    episodes: int
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-
+# ---------------------------------------------------------------- data (omnimodel.suite.demos, in OFT's action convention)
 def policy_convention(actions: np.ndarray) -> np.ndarray:
     """LIBERO actions (gripper -1 open / +1 close) -> OFT training convention (1 open / 0 close), as omnimodel.calib."""
-    out = np.array(actions, dtype=np.float32, copy=True)
-    out[..., 6] = 1.0 - np.clip(out[..., 6], 0.0, 1.0)
-    return out
+    from omnimodel.calib import policy_actions
+
+    return policy_actions(actions)
+
+
+def demo_spec(cfg: TrainConfig) -> DemoSpec:
+    """The expert-data recipe of a training config (8-step label chunks)."""
+    return DemoSpec(tuple(cfg.suites), cfg.episodes_per_task, CHUNK, cfg.seed, cfg.dart_fraction,
+                    cfg.dart_block_prob, cfg.dart_sigma, cfg.dart_bias, cfg.workers)  # fmt: skip
 
 
 def record_episode(task, env_seed: int, dart: bool, cfg: TrainConfig) -> dict[str, np.ndarray] | None:
-    """One expert episode, each frame labelled with the expert's clean 8-step plan; None when it fails."""
-    from omnimodel.suite import Expert, SuiteEnv, plan_chunk, upright
-    from omnimodel.suite.expert import expert_step
-
-    env = SuiteEnv(task)
-    obs, _ = env.reset(seed=env_seed)
-    expert = Expert(env)
-    rng = np.random.default_rng([env_seed, 7919])
-    imgs, props, chunks = [], [], []
-    noise = np.zeros(7)
-    while True:
-        imgs.append(np.stack([upright(obs["agentview_image"]), upright(obs["robot0_eye_in_hand_image"])]))
-        props.append(obs["state"].astype(np.float32))
-        chunks.append(plan_chunk(expert, env, CHUNK))
-        if dart and env.state.steps % CHUNK == 0:
-            noise[:] = 0.0
-            if rng.random() < cfg.dart_block_prob:
-                noise[:3] = rng.normal(0.0, cfg.dart_bias, 3)
-                noise[5] = rng.normal(0.0, cfg.dart_bias)
-        if dart and noise.any():
-            action = expert.act(env)
-            step = action.copy()
-            step[:3] += noise[:3] + rng.normal(0.0, cfg.dart_sigma, 3)
-            step[5] += noise[5]
-            obs, _, terminated, truncated, info = env.step(step)
-            expert.tick()
-        else:
-            _, (obs, _, terminated, truncated, info) = expert_step(expert, env)
-        if terminated or truncated:
-            break
-    if not info["success"]:
-        return None
-    return {
-        "images": np.stack(imgs),
-        "proprio": np.stack(props),
-        "actions": policy_convention(np.stack(chunks)),
-    }
-
-
-def _episode_job(args: tuple) -> tuple[int, dict | None]:
-    """Worker: record the episodes of one (task, slot) until one succeeds (a few attempts)."""
-    suite, task_index, slot, seed, dart, cfg = args
-    from omnimodel.suite import suite_tasks
-    from omnimodel.suite.export import episode_seed
-
-    task = suite_tasks(suite)[task_index]
-    for attempt in range(4):
-        env_seed = episode_seed("train", seed, suite, task_index, slot * 4 + attempt)
-        ep = record_episode(task, env_seed, dart and attempt < 3, cfg)
-        if ep is not None:
-            return slot, ep
-    return slot, None
+    """One expert episode (omnimodel.suite.demos.record_episode), its 8-step chunks in OFT's convention."""
+    ep = demos.record_episode(task, env_seed, dart, demo_spec(cfg))
+    if ep is not None:
+        ep["actions"] = policy_convention(ep["actions"])
+    return ep
 
 
 def generate_demos(cfg: TrainConfig, show_progress: bool = True) -> DemoData:
-    """Expert episodes for every task of cfg.suites, DART-perturbed for a cfg.dart_fraction share (parallel)."""
-    from rich.progress import Progress
-
-    from omnimodel.suite import suite_tasks
-
-    if cfg.episodes_per_task < 1:
-        raise ConfigError("--episodes-per-task must be at least 1")
-    tasks = [(s, i, t) for s in cfg.suites for i, t in enumerate(suite_tasks(s))]
-    n_dart = int(round(cfg.dart_fraction * cfg.episodes_per_task))
-    jobs = []
-    for k, (suite, i, _) in enumerate(tasks):
-        for e in range(cfg.episodes_per_task):
-            jobs.append(
-                (suite, i, k * cfg.episodes_per_task + e, cfg.seed, e >= cfg.episodes_per_task - n_dart, cfg)
-            )
-    workers = cfg.workers or os.cpu_count() or 1
-    results: dict[int, dict | None] = {}
-    with Progress(disable=not show_progress, transient=True) as bar:
-        tid = bar.add_task("expert episodes", total=len(jobs))
-        if workers > 1 and len(jobs) > 1:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                for slot, ep in pool.imap_unordered(_episode_job, jobs):
-                    results[slot] = ep
-                    bar.advance(tid)
-        else:
-            for job in jobs:
-                slot, ep = _episode_job(job)
-                results[slot] = ep
-                bar.advance(tid)
-    failed = [slot for slot, ep in results.items() if ep is None]
-    if failed:
-        log.warning("%d of %d expert episodes failed and were dropped", len(failed), len(jobs))
-    parts = {"images": [], "proprio": [], "actions": [], "task": []}
-    for slot in sorted(results):
-        ep = results[slot]
-        if ep is None:
-            continue
-        for key in ("images", "proprio", "actions"):
-            parts[key].append(ep[key])
-        parts["task"].append(np.full(len(ep["actions"]), slot // cfg.episodes_per_task, np.int64))
-    if not parts["task"]:
-        raise ConfigError("the expert produced no successful episode; the suite is broken")
-    return DemoData(
-        np.concatenate(parts["images"]),
-        np.concatenate(parts["proprio"]).astype(np.float32),
-        np.concatenate(parts["actions"]).astype(np.float32),
-        np.concatenate(parts["task"]),
-        [t.instruction for _, _, t in tasks],
-        [s for s, _, _ in tasks],
-        len(jobs) - len(failed),
-    )
+    """Expert episodes for every task of cfg.suites (omnimodel.suite.demos), actions in OFT's convention."""
+    data = demos.generate_demos(demo_spec(cfg), show_progress)
+    data.actions = policy_convention(data.actions)
+    return data
 
 
 def load_hdf5_demos(root: str | Path) -> DemoData:
-    """Frames of LIBERO-style HDF5 demonstrations via omnimodel.calib (needs h5py)."""
-    from omnimodel.calib import action_chunks, policy_actions, read_demos
-
-    episodes = read_demos(root)
-    keys = sorted({(ep.suite, ep.instruction) for ep in episodes})
-    index = {k: i for i, k in enumerate(keys)}
-    images, proprio, actions, task = [], [], [], []
-    for ep in episodes:
-        images.append(np.stack([ep.agentview, ep.wrist], axis=1))
-        proprio.append(ep.proprio)
-        actions.append(action_chunks(policy_actions(ep.actions), CHUNK))
-        task.append(np.full(ep.num_frames, index[(ep.suite, ep.instruction)], np.int64))
-    return DemoData(
-        np.concatenate(images),
-        np.concatenate(proprio).astype(np.float32),
-        np.concatenate(actions).astype(np.float32),
-        np.concatenate(task),
-        [k[1] for k in keys],
-        [k[0] for k in keys],
-        len(episodes),
-    )
+    """Frames of LIBERO-style HDF5 demonstrations via omnimodel.calib (needs h5py), actions in OFT's convention."""
+    data = demos.load_hdf5_demos(root, CHUNK)
+    data.actions = policy_convention(data.actions)
+    return data
 
 
 def dataset_statistics(data: DemoData) -> dict:

@@ -17,6 +17,7 @@ class PiArch(PackageArch):
     """π0 (pi05 False) or π0.5 (True): presets, both checkpoint layouts, the PyTorch reference and policy."""
 
     pi05: bool = False
+    eval_postprocess = False  # actions in the dataset's units (LIBERO: gripper -1 open / +1 close)
     glue_classes = _plan.GLUE_CLASSES
     inert_classes = _plan.INERT_CLASSES
     graph_leaves = _plan.GRAPH_LEAVES
@@ -123,6 +124,11 @@ class PiArch(PackageArch):
                 f"unknown {self.name} preset {preset!r}: choose one of {', '.join(self.presets())}"
             )
         return zoo.build_random_model(preset, seed), zoo.random_stats(seed).to_dict()
+
+    def trainer(self) -> Any:
+        from omnimodel.archs.pi0 import train
+
+        return train
 
     def observation_keys(self) -> dict[str, Any]:
         return {"images": ("observation/image", "observation/wrist_image"), "state": "observation/state"}
