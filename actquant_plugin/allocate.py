@@ -63,11 +63,12 @@ def fitting_candidates(cols: int, candidates: list[str]) -> list[str]:
     return [t for t in ROW_FALLBACKS if cols % BLOCK.get(t, 256) == 0][:1] or ["F16"]
 
 
-_GROUP = re.compile(r"^((?:v2?\.)?blk\.\d+)\.")
+_GROUP = re.compile(r"^((?:[a-z][a-z0-9]*\.)?blk\.\d+)\.")
 
 
 def layer_group(name: str) -> str:
-    """The transformer layer a GGUF tensor belongs to (`v.blk.3`, `v2.blk.0`, `blk.7`), else its own name."""
+    """The transformer layer a GGUF tensor belongs to (`v.blk.3`, `v2.blk.0`, `blk.7`, an action expert's
+    `aex.blk.2`: a stack's prefix, then blk.N), else its own name."""
     m = _GROUP.match(name)
     return m.group(1) if m else name
 

@@ -96,8 +96,13 @@ class MixQuantizer(Quantizer):
 
 
 @torch.no_grad()
-def column_sq_means(model, calib, targets, device, dtype) -> dict[str, torch.Tensor]:
-    """Per input column, the mean over calibration tokens of the squared activation entering each target matrix."""
+def column_sq_means(model, calib, targets, device, dtype, hooks=None) -> dict[str, torch.Tensor]:
+    """Per input column, the mean over calibration tokens of the squared activation entering each target matrix
+    (the forward is the arch's calibration hook's)."""
+    if hooks is None:
+        from omnimodel.ggufio import names
+
+        hooks = names.arch_for(config=model.cfg).quant_calibration()
     sums: dict[str, list] = {}
     handles = []
     for mod_name, mod in model.named_modules():
@@ -116,7 +121,7 @@ def column_sq_means(model, calib, targets, device, dtype) -> dict[str, torch.Ten
         handles.append(mod.register_forward_pre_hook(hook))
     try:
         for i in range(len(calib)):
-            model(*calib.inputs(i, device, dtype))
+            hooks.action_output(model, calib, i, device, dtype)
     finally:
         for h in handles:
             h.remove()

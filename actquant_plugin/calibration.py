@@ -6,6 +6,7 @@ at random for the 7B speed benchmark.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,18 @@ def from_demos(
     frames: int | None = None,
     seed: int = 0,
     select: bool = True,
+    prompt: Callable[[Any, str], list[int]] | None = None,
 ) -> CalibrationSet:
     """The paper's calibration set from LIBERO-style demonstrations under `root`.
 
     `stats` are the checkpoint's action/proprio statistics (one dataset's dict); without them the
-    calibration episodes' own statistics are used. `frames` subsamples (--calib-frames).
+    calibration episodes' own statistics are used. `frames` subsamples (--calib-frames). `prompt`
+    (tokenizer, instruction) -> ids is the policy's prompt, which its arch supplies (an arch's
+    `quant_calibration().calibration_set` calls this with it).
     """
-    from omnimodel.archs.openvla_oft.prompt import prompt_ids as build_prompt_ids  # the suite policy's prompt
+    if prompt is None:
+        raise CalibError("from_demos needs the policy's prompt builder; use the arch's quant_calibration().calibration_set")
+    build_prompt_ids = prompt
     from omnimodel.calib import (
         FrameDataset,
         dataset_statistics,
@@ -130,22 +136,14 @@ def random_set(cfg: Any, n: int, seed: int = 0, prompt_len: int = 24) -> Calibra
 
 
 def resolve(calibration: Any, cfg: Any, frames: int | None = None, seed: int = 0, stats: dict | None = None,
-            tokenizer: Any = None) -> CalibrationSet:  # fmt: skip
-    """A CalibrationSet from what the converter was given: a set, a demonstrations path, or None (error)."""
-    if isinstance(calibration, CalibrationSet):
-        if frames is not None and frames < len(calibration):
-            idx = np.sort(np.random.default_rng(seed).choice(len(calibration), frames, replace=False))
-            return subset(calibration, idx)
-        return calibration
-    if isinstance(calibration, (str, Path)):
-        return from_demos(calibration, stats, tokenizer, cfg.text_vocab, frames, seed)
-    if calibration is None:
-        raise CalibError(
-            "actquant needs calibration data: pass --calib DIR (from `omnimodel suite export --out DIR`)"
-        )
-    raise CalibError(
-        f"actquant cannot use calibration data of type {type(calibration).__name__}; pass a directory"
-    )
+            tokenizer: Any = None, hooks: Any = None) -> Any:  # fmt: skip
+    """A calibration set from what the converter was given: a set, a demonstrations path, or None (error),
+    through the arch's calibration hooks (`hooks`, default: those of the arch owning `cfg`)."""
+    if hooks is None:
+        from omnimodel.ggufio import names
+
+        hooks = names.arch_for(config=cfg).quant_calibration()
+    return hooks.resolve(calibration, cfg, frames, seed, {"stats": stats, "tokenizer": tokenizer})
 
 
 def subset(cs: CalibrationSet, idx: np.ndarray) -> CalibrationSet:

@@ -1,19 +1,21 @@
 """Stage 1 statistics: per-sample mean-pooled outputs of every target matrix and the inputs X of
 the LLM and of each vision tower, captured with forward hooks over the calibration set.
 
-Each model forward adds one row per matrix: the output summed over all token positions (both
-images for a tower) and divided by the count, i.e. pooled over ALL positions (the OFT driver's
---pool-all). Only N x width vectors are kept, never tokens x features.
+Each model forward adds one row per matrix: the output summed over all token positions (every
+image for a tower) and divided by the count, i.e. pooled over ALL positions (the authors' driver's
+--pool-all). Only N x width vectors are kept, never tokens x features. The forward, the towers'
+input modules and the action output come from the arch's calibration hooks (quant_calibration).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
 
-from actquant_plugin.calibration import CalibrationSet, progress
+from actquant_plugin.calibration import progress
 from actquant_plugin.targets import Target
 
 log = logging.getLogger(__name__)
@@ -39,19 +41,24 @@ class _Pool:
         return {k: s / n for k, (s, n) in self.acc.items()}
 
 
-def _first_blocks(model: nn.Module) -> dict[str, nn.Module]:
-    """The module whose input is X, per tower (the arch's first block of each: v / v2 / llm)."""
-    from omnimodel.ggufio import names
-
-    arch = names.arch_for(config=getattr(model, "cfg", None))
-    return {tower: model.get_submodule(path) for tower, path in arch.tower_inputs().items()}
+def _first_blocks(model: nn.Module, hooks: Any) -> dict[str, nn.Module]:
+    """The module whose first input is X, per tower label (the arch's hook paths)."""
+    return {tower: model.get_submodule(path) for tower, path in hooks.tower_inputs().items()}
 
 
 @torch.no_grad()
 def pooled_states(
-    model: nn.Module, calib: CalibrationSet, targets: dict[str, Target], device: torch.device, dtype: torch.dtype
+    model: nn.Module, calib: Any, targets: dict[str, Target], device: torch.device, dtype: torch.dtype,
+    hooks: Any = None, outputs: list | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(X per tower {'v','v2','llm'} (N, width), Y per target (N, rows)) on the CPU, float32."""
+    """(X per tower label (N, width), Y per target (N, rows)) on the CPU, float32.
+
+    With `outputs` (a list), each frame's action output (1, D) of the same forward is appended to it.
+    """
+    if hooks is None:
+        from omnimodel.ggufio import names
+
+        hooks = names.arch_for(config=getattr(model, "cfg", None)).quant_calibration()
     pool = _Pool()
     by_module: dict[str, list[Target]] = {}
     for t in targets.values():
@@ -65,7 +72,7 @@ def pooled_states(
                 pool.add(t.name, out[..., t.rows])
 
         handles.append(modules[mod_name].register_forward_hook(hook))
-    for tower, blk in _first_blocks(model).items():
+    for tower, blk in _first_blocks(model, hooks).items():
 
         def pre(_m, args, kwargs, tower=tower):
             x = args[0] if args else kwargs["hidden_states"]
@@ -78,8 +85,9 @@ def pooled_states(
         with progress("actquant: hidden states", len(calib)) as bar:
             for i in range(len(calib)):
                 pool.acc.clear()
-                px, ids, prop = calib.inputs(i, device, dtype)
-                model(px, ids, prop)
+                out = hooks.action_output(model, calib, i, device, dtype)
+                if outputs is not None:
+                    outputs.append(out.detach().float().cpu())
                 for k, v in pool.means().items():
                     if k.startswith("X:"):
                         xs.setdefault(k[2:], []).append(v.cpu())

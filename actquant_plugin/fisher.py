@@ -1,7 +1,8 @@
 """Stage 2 statistics: the Action-Mixed Fisher diagonal (Eq. 7-9).
 
-For each calibration sample n, L_n = lambda * L1(actions) + (1 - lambda) * CE(action tokens), one
-backward pass, and F_i += (dL_n/dw_i)^2; F is divided by N. Gradients are squared into float32
+For each calibration sample n, L_n = lambda * L_act + (1 - lambda) * L_aux, one backward pass, and
+F_i += (dL_n/dw_i)^2; F is divided by N. The two terms are the arch's (its quant_calibration hooks:
+an L1 action head and an action-token cross-entropy, or a flow-matching loss with no auxiliary term). Gradients are squared into float32
 accumulators by per-parameter hooks and dropped at once, so no gradient buffers pile up; when
 the accumulators of all targets would exceed `max_bytes`, the targets are split into groups and
 each group gets its own pass over the calibration set.
@@ -10,52 +11,32 @@ each group gets its own pass over the calibration set.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from actquant_plugin.calibration import CalibrationSet, progress
+from actquant_plugin.calibration import progress
 
 log = logging.getLogger(__name__)
 
 
-def action_tokens(norm_actions: np.ndarray, text_vocab: int) -> np.ndarray:
-    """The discrete pathway's target ids (train.py's rule: text_vocab - digitize(a, 256 bins))."""
-    from omnimodel.train import action_tokens as tokens
+def _hooks_of(model: nn.Module, hooks: Any) -> Any:
+    """The calibration hooks to use: those given, else those of the arch owning the model's config."""
+    if hooks is not None:
+        return hooks
+    from omnimodel.ggufio import names
 
-    return tokens(norm_actions, text_vocab)
+    return names.arch_for(config=getattr(model, "cfg", None)).quant_calibration()
 
 
-def sample_loss(model: nn.Module, calib: CalibrationSet, idx: list[int], lam: float, device, dtype,
-                l1_reduction: str = "mean") -> torch.Tensor:  # fmt: skip
-    """L_AMF of the frames `idx` (same prompt length): lambda L1 + (1 - lambda) CE at the action positions."""
-    parts = [calib.inputs(i, device, dtype) for i in idx]
-    px = torch.cat([p[0] for p in parts])
-    ids = torch.cat([p[1] for p in parts])
-    prop = torch.cat([p[2] for p in parts])
-    target = torch.from_numpy(calib.actions[idx]).to(device)
-    out = model(px, ids, prop, with_logits=lam < 1.0)
-    diff = (out.actions.float() - target).abs()
-    l1 = diff.mean() if l1_reduction == "mean" else diff.reshape(len(idx), -1).sum(-1).mean()
+def sample_loss(model: nn.Module, calib: Any, idx: list[int], lam: float, device, dtype,
+                l1_reduction: str = "mean", hooks: Any = None) -> torch.Tensor:  # fmt: skip
+    """L_AMF of the frames `idx`: lambda L_act + (1 - lambda) L_aux, both terms from the arch's hooks."""
+    act, aux = _hooks_of(model, hooks).loss(model, calib, idx, device, dtype, lam < 1.0, l1_reduction)
     if lam >= 1.0:
-        return l1
-    tok = torch.from_numpy(action_tokens(calib.actions[idx], model.cfg.text_vocab)).to(device)
-    logits = out.action_logits.float()
-    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tok.reshape(-1))
-    return lam * l1 + (1.0 - lam) * ce
-
-
-def _batches(calib: CalibrationSet, batch: int) -> Iterator[list[int]]:
-    """Frames in order, grouped `batch` at a time among frames with the same prompt length."""
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(calib.prompts):
-        by_len.setdefault(len(p), []).append(i)
-    for idx in by_len.values():
-        for s in range(0, len(idx), batch):
-            yield idx[s : s + batch]
+        return act
+    return lam * act + (1.0 - lam) * aux
 
 
 def split_groups(params: dict[str, nn.Parameter], max_bytes: float | None) -> list[list[str]]:
@@ -75,15 +56,16 @@ def split_groups(params: dict[str, nn.Parameter], max_bytes: float | None) -> li
     return groups
 
 
-def _squared_grad_pass(model: nn.Module, calib: CalibrationSet, params: dict[str, nn.Parameter], lam: float,
+def _squared_grad_pass(model: nn.Module, calib: Any, params: dict[str, nn.Parameter], lam: float,
                        device, dtype, batch: int, l1_reduction: str, acc: dict[str, torch.Tensor], on_grad,
-                       label: str) -> dict[str, torch.Tensor]:  # fmt: skip
+                       label: str, hooks: Any = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """One backward pass of L_AMF per batch of frames; `on_grad(name, param)` adds each parameter's
     gradient statistic into `acc` as soon as the gradient is accumulated, and the gradient is dropped
     at once. Returns `acc` divided by the batch count (the mean over the calibration set)."""
     saved = {n: p.requires_grad for n, p in model.named_parameters()}
     handles = []
     count = 0
+    hooks = _hooks_of(model, hooks)
     try:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -96,8 +78,8 @@ def _squared_grad_pass(model: nn.Module, calib: CalibrationSet, params: dict[str
 
             handles.append(p.register_post_accumulate_grad_hook(hook))
         with progress(label, len(calib)) as bar:
-            for idx in _batches(calib, batch):
-                loss = sample_loss(model, calib, idx, lam, device, dtype, l1_reduction)
+            for idx in hooks.batches(calib, batch):
+                loss = sample_loss(model, calib, idx, lam, device, dtype, l1_reduction, hooks)
                 loss.backward()
                 count += 1
                 bar.advance(len(idx))
@@ -114,13 +96,14 @@ def _squared_grad_pass(model: nn.Module, calib: CalibrationSet, params: dict[str
 
 def fisher_diagonal(
     model: nn.Module,
-    calib: CalibrationSet,
+    calib: Any,
     params: dict[str, nn.Parameter],
     lam: float,
     device: torch.device,
     dtype: torch.dtype,
     batch: int = 1,
     l1_reduction: str = "mean",
+    hooks: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Mean squared gradient of L_AMF for each parameter in `params` (one pass over the calibration set)."""
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in params.items()}
@@ -128,18 +111,19 @@ def fisher_diagonal(
     def add(n, param):
         acc[n].add_(param.grad.float().square())
 
-    return _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, acc, add, "actquant: fisher")
+    return _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, acc, add, "actquant: fisher", hooks)
 
 
 def fisher_energy(
     model: nn.Module,
-    calib: CalibrationSet,
+    calib: Any,
     params: dict[str, nn.Parameter],
     lam: float,
     device: torch.device,
     dtype: torch.dtype,
     batch: int = 1,
     l1_reduction: str = "mean",
+    hooks: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Per output row r of each parameter, sum_j F_rj w_rj^2 (F the mean squared gradient of L_AMF).
 
@@ -153,4 +137,4 @@ def fisher_energy(
         g2w2 = param.grad.float().square_().mul_(param.detach().float().square())
         acc[n].add_(g2w2.reshape(param.shape[0], -1).sum(1))
 
-    return _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, acc, add, "actquant: fisher energy")
+    return _squared_grad_pass(model, calib, params, lam, device, dtype, batch, l1_reduction, acc, add, "actquant: fisher energy", hooks)

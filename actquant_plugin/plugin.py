@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ class ActQuantReport:
     tensors: dict[str, TensorReport] = field(default_factory=dict)
     embed: dict = field(default_factory=dict)  # how the token table's type was chosen (rule, kappa, energy, s)
     unread: list = field(default_factory=list)  # matrices the action never reads, fixed at the cheapest type
+    dead: list = field(default_factory=list)  # the arch's dead tensors: the cheapest type, outside the budget
+    memory: dict = field(default_factory=dict)  # peak memory per stage (GB): process RSS, and CUDA when used
 
     def to_json(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -232,7 +235,7 @@ class ActQuant(Quantizer):
         """How the token table's type is chosen: the option, `base` under the authors' preset."""
         return "base" if self.opts.preset == "authors" else self.opts.embed
 
-    def _embed_sensitivity(self, model, calib, tensors, targets, terms, device, dtype) -> tuple[dict, dict[str, float]]:
+    def _embed_sensitivity(self, model, calib, tensors, targets, terms, device, dtype, hooks) -> tuple[dict, dict[str, float]]:
         """The token table's sensitivity on the HSIC scale, added to `terms` (in place).
 
         The table has no HSIC term: its input is a token id, and its output is part of the LLM's input
@@ -246,14 +249,14 @@ class ActQuant(Quantizer):
         from actquant_plugin.fisher import fisher_energy
 
         name = "token_embd.weight"
-        lm = getattr(model, "language_model", None)
-        if name not in tensors or lm is None:
+        table = hooks.token_table(model)
+        if name not in tensors or table is None:
             return {"rule": "base", "reason": "no token table among the tensors"}, {}
-        key = "token_embd"  # a label: the table is transformers' input embedding of the LLM
+        key = "token_embd"  # a label: the table is the LLM's input embedding (the arch hooks find it)
         llm = {t.module_name: t for t in targets.values() if t.component == "llm" and t.name in terms}
-        mods = {mn: t.module.weight for mn, t in llm.items()} | {key: lm.get_input_embeddings().weight}
-        rows = fisher_energy(model, calib, mods, self._lam(model), device, dtype, self.opts.fisher_batch,
-                             "sum" if self.opts.preset == "authors" else "mean")  # fmt: skip
+        mods = {mn: t.module.weight for mn, t in llm.items()} | {key: table}
+        rows = fisher_energy(model, calib, mods, self._lam(model, hooks), device, dtype, self.opts.fisher_batch,
+                             "sum" if self.opts.preset == "authors" else "mean", hooks)  # fmt: skip
         energies = {t.name: float(rows[t.module_name][t.rows].sum()) for t in targets.values() if t.module_name in llm}
         energies[name] = float(rows[key].sum())
         ratios = [terms[n][2] / e for n, e in energies.items() if n != name and e > 0 and terms[n][2] > 0]
@@ -266,16 +269,29 @@ class ActQuant(Quantizer):
         return {"rule": "fisher", "kappa": kappa, "energy": energies[name], "sensitivity": s,
                 "matrices": len(ratios)}, energies  # fmt: skip
 
-    def _hsic_terms(self, model, calib, targets, device, dtype) -> dict[str, tuple[float, float, float]]:
-        """(HSIC(X, Y_l), HSIC(Y_l, A), s_l) per target from pooled hidden states."""
+    def _hsic_terms(self, model, calib, targets, device, dtype, hooks, timings, memory) -> dict[str, tuple[float, float, float]]:
+        """(HSIC(X, Y_l), HSIC(Y_l, A), s_l) per target from pooled hidden states; A is what the arch's
+        hooks say (the ground-truth chunks, or the model's action output of the same forward)."""
         from actquant_plugin.capture import pooled_states
-        from actquant_plugin.hsic import center, hsic_gram, linear_kernel, rbf_kernel, zscore
 
         o = self.opts
         use = {n: t for n, t in targets.items() if o.preset == "paper" or t.component == "llm"}
-        xs, ys = pooled_states(model, calib, use, device, dtype)
+        outputs: list[torch.Tensor] = []
+        with _stage("calibration_forward", timings, memory, device):
+            xs, ys = pooled_states(model, calib, use, device, dtype, hooks, outputs)
+        with _stage("hsic", timings, memory, device):
+            return self._hsic_kernels(xs, ys, outputs, calib, use, device, hooks)
+
+    def _hsic_kernels(self, xs, ys, outputs, calib, use, device, hooks) -> dict[str, tuple[float, float, float]]:
+        from actquant_plugin.hsic import center, hsic_gram, linear_kernel, rbf_kernel, zscore
+
+        o = self.opts
         dev = device if device.type == "cuda" else torch.device("cpu")
-        a = zscore(torch.from_numpy(calib.actions.reshape(len(calib), -1)).to(dev))
+        if hooks.hsic_target == "output":
+            acts = torch.cat(outputs).reshape(len(calib), -1)
+        else:
+            acts = torch.from_numpy(hooks.truth(calib).reshape(len(calib), -1))
+        a = zscore(acts.to(dev))
         la = center(linear_kernel(a))
         rule = self.bandwidth_rule()
         kx = {k: center(rbf_kernel(v.to(dev), rule)) for k, v in xs.items()}
@@ -302,8 +318,8 @@ class ActQuant(Quantizer):
     # ---------------------------------------------------------------- the plan
     def plan(self, tensors: Mapping[str, torch.Tensor], ctx: QuantContext) -> dict[str, TensorPlan]:
         """Types from the HSIC allocation, scales from the AMF-weighted alternation, per GGUF matrix."""
-        from actquant_plugin.calibration import resolve
         from actquant_plugin.targets import find_targets
+        from omnimodel.ggufio import names
 
         o = self.opts
         budget = o.bpw if o.bpw is not None else ctx.budget_bpw
@@ -316,28 +332,36 @@ class ActQuant(Quantizer):
         device = _device(o.device)
         dtype = next(model.parameters()).dtype
         model.to(device).eval()
+        hooks = names.arch_for(config=cfg).quant_calibration()
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
-        calib = resolve(ctx.calibration, cfg, o.calib_frames, o.seed, ctx.extra.get("stats"), ctx.extra.get("tokenizer"))
-        targets = find_targets(model, tensors, cfg, check=o.check_layout)
-        timings["calibration"] = time.perf_counter() - t0
+        memory: dict[str, dict[str, float]] = {}
+        with _stage("calibration", timings, memory, device):
+            calib = hooks.resolve(ctx.calibration, cfg, o.calib_frames, o.seed, ctx.extra)
+            targets = find_targets(model, tensors, cfg, check=o.check_layout, tower_of=hooks.tower_of)
+            # the arch's dead tensors: no action depends on them, so they take the cheapest type and
+            # stay out of the budget, the HSIC terms and the Fisher
+            dead = sorted(n for n in hooks.dead_tensors(list(tensors), cfg) if n in tensors)
+            for n in dead:
+                targets.pop(n, None)
         log.info("actquant: calibration %d frames, %d targets (%.1f s)", len(calib), len(targets), timings["calibration"])
+        live = _Without(tensors, set(dead)) if dead else tensors
         candidates = self.candidates(budget)
 
         # Stage 1: sensitivities and the allocation
-        t0 = time.perf_counter()
-        terms = self._hsic_terms(model, calib, targets, device, dtype) if o.allocation == "hsic" else {}
-        timings["hsic"] = time.perf_counter() - t0
-        log.info("actquant: HSIC terms (%.1f s)", timings["hsic"])
+        terms: dict[str, tuple] = {}
+        if o.allocation == "hsic":
+            terms = self._hsic_terms(model, calib, targets, device, dtype, hooks, timings, memory)
+        timings.setdefault("hsic", 0.0)
+        log.info("actquant: HSIC terms (forward %.1f s, kernels %.1f s)", timings.get("calibration_forward", 0.0),
+                 timings.get("hsic", 0.0))  # fmt: skip
         embed_info: dict[str, Any] = {"rule": self.embed_rule()}
         energies: dict[str, float] = {}
         if embed_info["rule"] == "fisher" and o.allocation == "hsic":
-            t0 = time.perf_counter()
-            embed_info, energies = self._embed_sensitivity(model, calib, tensors, targets, terms, device, dtype)
-            timings["embed_fisher"] = time.perf_counter() - t0
+            with _stage("embed_fisher", timings, memory, device):
+                embed_info, energies = self._embed_sensitivity(model, calib, live, targets, terms, device, dtype, hooks)
         t0 = time.perf_counter()
-        unread = self._unread(tensors, targets, terms)
-        mats = self._matrices(tensors, targets, terms, candidates, budget, set(unread))
+        unread = self._unread(live, targets, terms)
+        mats = self._matrices(live, targets, terms, candidates, budget, set(unread))
         if o.allocation == "uniform":
             alloc = allocate.uniform_allocate(mats, budget)
         elif o.preset == "authors":
@@ -360,35 +384,40 @@ class ActQuant(Quantizer):
             t = alloc.types[m.name]
             rep[m.name] = TensorReport(t, m.numel, m.group, hx, ha, s, m.error(t), measured_rel=m.rel,
                                        fisher_energy=energies.get(m.name))  # fmt: skip
+        floor = self.candidates(0.0)
+        for n in dead:
+            plans[n] = TensorPlan(allocate.fitting_candidates(int(tensors[n].shape[1]), floor)[0])
         timings["fisher"] = timings["scales"] = 0.0
-        self._stage2(tensors, targets, alloc.types, model, calib, device, dtype, plans, rep, timings)
+        self._stage2(tensors, targets, alloc.types, model, calib, device, dtype, plans, rep, timings, hooks, memory)
         for name in tensors:
             plans.setdefault(name, TensorPlan(alloc.types[name]))
+        memory["total"] = _peak_memory(device, since_reset=False)
         self.report = ActQuantReport(
             method=self.name,
-            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model), "bandwidth_effective": self.bandwidth_rule(),
-                                             "candidates": candidates},
+            options=dataclasses.asdict(o) | {"lam_effective": self._lam(model, hooks),
+                                             "bandwidth_effective": self.bandwidth_rule(), "candidates": candidates},
             budget_bpw=float(budget),
             planned_bpw=float(planned_bpw),
             objective_value=float(allocate.objective(mats, alloc.types)),
-            calibration={"frames": len(calib), "source": calib.source},
+            calibration={"frames": len(calib), "source": calib.source, **hooks.describe()},
             timings=timings,
             tensors=rep,
             embed=embed_info,
             unread=unread,
+            dead=dead,
+            memory=memory,
         )
         path = o.report or ctx.extra.get("report_path")
         if path:
             write_report(self.report, path)
         return plans
 
-    def _lam(self, model) -> float:
-        has_head = getattr(model, "language_model", None) is not None and hasattr(model.language_model, "lm_head")
-        if self.opts.objective == "action_fisher" or not has_head:
+    def _lam(self, model, hooks) -> float:
+        if self.opts.objective == "action_fisher" or not hooks.has_aux_head(model):
             return 1.0
         return 0.6 if self.opts.preset == "authors" and self.opts.lam == 0.5 else self.opts.lam
 
-    def _stage2(self, tensors, targets, types, model, calib, device, dtype, plans, rep, timings) -> None:
+    def _stage2(self, tensors, targets, types, model, calib, device, dtype, plans, rep, timings, hooks, memory) -> None:
         from actquant_plugin.fisher import fisher_diagonal, split_groups
         from actquant_plugin.scales import optimise, supports
 
@@ -405,10 +434,10 @@ class ActQuant(Quantizer):
         for group in groups:
             fisher: dict[str, torch.Tensor] = {}
             if need_fisher:
-                t0 = time.perf_counter()
-                fisher = fisher_diagonal(model, calib, {mn: params[mn] for mn in group}, self._lam(model), device, dtype,
-                                         o.fisher_batch, "sum" if o.preset == "authors" else "mean")  # fmt: skip
-                timings["fisher"] += time.perf_counter() - t0
+                with _stage("fisher", timings, memory, device):
+                    fisher = fisher_diagonal(model, calib, {mn: params[mn] for mn in group}, self._lam(model, hooks),
+                                             device, dtype, o.fisher_batch, "sum" if o.preset == "authors" else "mean",
+                                             hooks)  # fmt: skip
             t0 = time.perf_counter()
             for mn in group:
                 for t in by_module[mn]:
@@ -434,6 +463,50 @@ class ActQuant(Quantizer):
             del fisher
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+
+
+class _Without(Mapping):
+    """A tensor mapping minus some names, still lazy (no tensor is computed until asked for)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], drop: set[str]):
+        self._tensors, self._drop = tensors, drop
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self._drop:
+            raise KeyError(name)
+        return self._tensors[name]
+
+    def __iter__(self):
+        return (n for n in self._tensors if n not in self._drop)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _peak_memory(device: torch.device, since_reset: bool = True) -> dict[str, float]:
+    """Peak memory in GB: the process's resident set (whole run) and, on CUDA, allocated tensors since the last reset."""
+    import resource
+
+    out = {"rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 3)}
+    if device.type == "cuda":
+        out["cuda_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
+    return out
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float], memory: dict | None = None, device: torch.device | None = None):
+    """Time a stage into timings[name] (added up over repeats) and note the peak memory it reached."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        if memory is not None and device is not None:
+            peak = _peak_memory(device)
+            prev = memory.get(name, {})
+            memory[name] = {k: max(v, prev.get(k, 0.0)) for k, v in peak.items()}
 
 
 def _to_cpu(scales):

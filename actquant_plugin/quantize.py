@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from omnimodel.errors import QuantError
-from omnimodel.quant.plugin import Quantizer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ def quantize(
     seed: int = 0,
 ) -> QuantizeResult:
     """Convert `src` with `method` (e.g. actquant, imatrix:q2_k, q4_k_m), calibration from `calib`."""
-    from actquant_plugin.calibration import from_demos
     from actquant_plugin.plugin import ActQuant, ActQuantOptions
     from omnimodel.ggufio.convert import convert, load_source
     from omnimodel.models.preprocess import select_stats
@@ -51,8 +49,9 @@ def quantize(
     spec = QuantSpec.parse(method)
     log.info("[1/4] loading %s", src)
     source = load_source(src)
-    stats, tok = None, None
+    stats, tok, ckpt = None, None, None
     if Path(src).is_dir():
+        ckpt = Path(src)
         from omnimodel import archs
         from omnimodel.models.tokenizer import load_tokenizer
 
@@ -78,36 +77,29 @@ def quantize(
     calibration = None
     if calib is not None:
         log.info("[2/4] reading calibration demonstrations under %s (%s frames)", calib, calib_frames or "all")
-        calibration = from_demos(calib, stats, tok, source.config.text_vocab, calib_frames, seed)
-    # the converter builds its own context; pass the extras through a thin wrapper
-    extra = {"stats": stats, "tokenizer": tok, "calib_frames": calib_frames, "device": None}
-    quantizer = _WithExtra(quantizer, extra)
+        hooks = source.arch.quant_calibration()  # how the arch's policy builds its inputs and targets
+        calibration = hooks.calibration_set(calib, source.config, ckpt, stats, calib_frames, seed, tok)
+    extra = {"stats": stats, "tokenizer": tok, "checkpoint": ckpt, "calib_frames": calib_frames}
     meta = source.arch.runtime_metadata(source.config, stats or source.stats or None)
     log.info("[3/4] planning types and scales with %s, then encoding", spec)
-    res = convert(source, out, quantizer, metadata=meta, calibration=calibration, budget_bpw=bpw, device=device)
+    res = convert(source, out, quantizer, metadata=meta, calibration=calibration, budget_bpw=bpw, device=device,
+                  extra={k: v for k, v in extra.items() if v is not None})  # fmt: skip
     log.info("[4/4] wrote %s (%.3f bpw quantized)", res.path, res.bpw)
-    rep = getattr(quantizer.inner, "report", None)
     path = None
-    if rep is not None:
-        path = Path(quantizer.inner.opts.report)
-        data = json.loads(path.read_text())
-        data["gguf"] = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
-                        "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}  # fmt: skip
-        from omnimodel.atomic import atomic_path
-
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1))
+    if getattr(quantizer, "report", None) is not None:
+        path = add_gguf_result(quantizer.opts.report, res)
     return QuantizeResult(res, path)
 
 
-class _WithExtra(Quantizer):
-    """Delegates to a quantizer, adding extras (stats, tokenizer) to the converter's context."""
+def add_gguf_result(report_path: str | Path, res) -> Path:
+    """Add what the converter wrote (path, bytes, bits per weight) and its encode time to quant_report.json."""
+    from omnimodel.atomic import atomic_path
 
-    def __init__(self, inner, extra: dict):
-        self.inner = inner
-        self.extra = extra
-        self.name = inner.name
-
-    def plan(self, tensors, ctx):
-        ctx.extra.update({k: v for k, v in self.extra.items() if v is not None})
-        return self.inner.plan(tensors, ctx)
+    path = Path(report_path)
+    data = json.loads(path.read_text())
+    data["gguf"] = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
+                    "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}  # fmt: skip
+    data.setdefault("timings", {})["quantize"] = res.timings.get("encode", 0.0)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+    return path

@@ -4,7 +4,7 @@ weight (Fisher) is laid out like the GGUF tensor (row slice of the fused qkv, q/
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +23,8 @@ class Target:
     module: nn.Linear
     rows: slice
     layout: str  # "identity" | "permute_rope:<heads>" | "transpose"
-    component: str  # "vision" (v / v2) or "llm"
-    tower: str  # "v", "v2" or "llm": which input X this matrix is compared with
+    component: str  # the arch's component of the GGUF name ("vision", "llm", ...)
+    tower: str  # the tower label (the arch hooks' tower_inputs key) whose input X this matrix is compared with
 
     def to_gguf(self, t: torch.Tensor) -> torch.Tensor:
         """A PyTorch-layout [out, in] statistic of the whole module weight -> the GGUF tensor's layout."""
@@ -46,10 +46,12 @@ def _layouts(name: str, cfg, arch=None) -> list[str]:
     return [*out, "transpose"]
 
 
-def find_targets(model: nn.Module, tensors: Mapping[str, torch.Tensor], cfg, check: bool = True) -> dict[str, Target]:
+def find_targets(model: nn.Module, tensors: Mapping[str, torch.Tensor], cfg, check: bool = True,
+                 tower_of: Callable[[str, str], str] | None = None) -> dict[str, Target]:  # fmt: skip
     """Targets for every GGUF matrix in `tensors` computed by an nn.Linear of `model` (embedding and LM head excluded).
 
-    With `check`, the layout is the one under which the module's weight equals the tensor handed
+    `tower_of(gguf_name, component)` labels the tower whose X a matrix is compared with (the arch's
+    calibration hooks; default: a vision tensor's prefix, else "llm"). With `check`, the layout is the one under which the module's weight equals the tensor handed
     to the quantizer (so reflector overrides of the transforms are followed); a mismatch raises.
     """
     arch = names.arch_for(config=cfg)
@@ -69,7 +71,7 @@ def find_targets(model: nn.Module, tensors: Mapping[str, torch.Tensor], cfg, che
             if g not in tensors or g == "output.weight":
                 continue
             comp = arch.component_of(g)
-            tower = g.split(".", 1)[0] if comp == "vision" else "llm"
+            tower = tower_of(g, comp) if tower_of else g.split(".", 1)[0] if comp == "vision" else "llm"
             rows = slice(k * n, (k + 1) * n)
             layouts = _layouts(g, cfg, arch)
             chosen = layouts[0]

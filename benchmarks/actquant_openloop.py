@@ -56,7 +56,10 @@ def main() -> None:
     from omnimodel.archs.openvla_oft.policy import load_policy
 
     policy = load_policy(args.checkpoint)
-    frames = from_demos(args.demos, None, policy.tokenizer, policy.cfg.text_vocab, args.frames, seed=123, select=False)
+    from omnimodel.archs.openvla_oft.prompt import prompt_ids
+
+    frames = from_demos(args.demos, None, policy.tokenizer, policy.cfg.text_vocab, args.frames, seed=123, select=False,
+                        prompt=prompt_ids)  # fmt: skip
     ref = actions(policy, frames)
     gt = frames.actions.reshape(ref.shape)
     suites = np.array(frames.suites)

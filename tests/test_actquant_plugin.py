@@ -11,7 +11,6 @@ from conftest import require
 
 from actquant_plugin.allocate import TYPE_BITS, available_candidates
 from actquant_plugin.baselines import mix_types
-from actquant_plugin.calibration import from_demos
 from actquant_plugin.plugin import ActQuant, ActQuantOptions
 from actquant_plugin.scales import supports
 from omnimodel.errors import QuantError
@@ -47,7 +46,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def calib(demos, tiny):
-    return from_demos(demos, frames=10, text_vocab=tiny.config.text_vocab)
+    return tiny.arch.quant_calibration().calibration_set(demos, tiny.config, frames=10)
 
 
 def _budgets():

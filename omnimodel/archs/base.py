@@ -146,6 +146,10 @@ class Arch(ABC):
         """Tower label -> path of the module whose input is that tower's hidden state X (calibration hooks)."""
         raise self._missing("tower_inputs")
 
+    def quant_calibration(self) -> Any:
+        """The calibration hooks of ActQuant-style quantizers (omnimodel.archs.quant_calibration.QuantCalibration)."""
+        raise self._missing("quant_calibration")
+
     def trainer(self) -> Any:
         """The module holding this arch's behaviour-cloning recipe (TrainConfig, train, evaluate), or None."""
         return None
@@ -265,3 +269,6 @@ class PackageArch(Arch):
 
     def write_test_vectors(self, root: Path | None = None, seed: int = 0) -> list[Path]:
         return self._call("testvectors", "write_all", root, seed)
+
+    def quant_calibration(self) -> Any:
+        return self._call("actquant", "calibration", self)  # the package's actquant.py

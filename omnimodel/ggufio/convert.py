@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class ConvertResult:
     bpw_overall: float
     types: dict[str, str]
     fallbacks: dict[str, tuple[str, str]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: plan (the quantizer), encode
 
 
 def load_source(src: str | os.PathLike, seed: int = 0) -> ModelSource:
@@ -207,8 +209,11 @@ def convert(
     calibration: Any = None,
     budget_bpw: float | None = None,
     device: str | torch.device = "cpu",
+    extra: dict | None = None,
 ) -> ConvertResult:
-    """Write `source` as GGUF at `out_path`, quantizable tensors in the types `quantizer` plans."""
+    """Write `source` as GGUF at `out_path`, quantizable tensors in the types `quantizer` plans.
+
+    `extra` goes to the quantizer's context (QuantContext.extra: e.g. `checkpoint`, `report_path`)."""
     src = source if isinstance(source, ModelSource) else load_source(source)
     q = load_quantizer(quantizer)
     cfg = src.config
@@ -227,8 +232,10 @@ def convert(
     quantizable = _LazyTransformed(
         {n: w for n, w in tensors.items() if arch.is_quantizable(n, shapes[n])}, steps, cfg
     )
-    ctx = QuantContext(config=cfg, model=src.model, calibration=calibration, budget_bpw=budget_bpw)
+    ctx = QuantContext(config=cfg, model=src.model, calibration=calibration, budget_bpw=budget_bpw, extra=dict(extra or {}))
+    t0 = time.perf_counter()
     plan = q.plan(quantizable, ctx)
+    t_plan = time.perf_counter() - t0
     missing = sorted(set(quantizable) - set(plan))
     if missing:
         raise GGUFError(f"quantizer {q.name!r} gave no type for {missing[0]} (and {len(missing) - 1} more)")
@@ -237,6 +244,7 @@ def convert(
     types: dict[str, str] = {}
     fallbacks: dict[str, tuple[str, str]] = {}
     q_bits = q_n = 0
+    t0 = time.perf_counter()
     with tensor_progress() as progress:
         task = progress.add_task("converter: tensors", total=len(prepared))
         for name in prepared:
@@ -262,6 +270,7 @@ def convert(
             encoded.append(EncodedTensor(name, qtype, shape, data))
             progress.advance(task)
 
+    t_encode = time.perf_counter() - t0
     meta = base_metadata(src, q.name)
     meta.update(_tokenizer_rows(src.tokenizer, shapes))
     one_dataset = src.stats if ("action" in src.stats or len(src.stats) == 1) else None
@@ -277,4 +286,5 @@ def convert(
         bpw_overall=total_bits / total_n if total_n else 0.0,
         types=types,
         fallbacks=fallbacks,
+        timings={"plan": t_plan, "encode": t_encode},
     )

@@ -33,6 +33,17 @@ def tensor_transforms(cfg, plan: Plan, overrides: dict) -> dict[str, list[str]]:
     return {k: v for k, v in steps.items() if v}
 
 
+QUANT_REPORT = "quant_report.json"  # a calibration-driven quantizer's report: stage timings, peak memory, per tensor
+
+
+def _add_encode_time(path: Path, seconds: float) -> None:
+    import json
+
+    data = json.loads(path.read_text())
+    data.setdefault("timings", {})["quantize"] = seconds
+    write_json(path, data)
+
+
 def converter(state: PortState) -> dict:
     """Writes model.gguf and gguf.json (path, bytes, bpw, per-tensor types)."""
     from omnimodel import archs
@@ -47,16 +58,16 @@ def converter(state: PortState) -> dict:
     _, stats = select_stats(src.stats, state.get("unnorm_key"))
     spec = QuantSpec.parse(state.get("quant", "f32"))
     calibration = None
+    ckpt = Path(state["checkpoint"])
     if state.get("calib"):
         # The paper's calibration selection over the demonstrations, tokenised and normalised
-        # exactly as this checkpoint's policy does it.
-        from actquant_plugin.calibration import from_demos
-        from omnimodel.models.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(Path(state["checkpoint"]))
-        calibration = from_demos(state["calib"], stats, tokenizer, src.config.text_vocab, state.get("calib_frames"), 0)
+        # exactly as this checkpoint's policy does it (the arch's calibration hooks).
+        hooks = arch.quant_calibration()
+        calibration = hooks.calibration_set(state["calib"], src.config, ckpt, stats, state.get("calib_frames"), 0)
     if spec.needs_calibration or state.get("calib"):
-        src.model = arch.load_model(Path(state["checkpoint"]))
+        src.model = arch.load_model(ckpt)
+    report_path = run_dir / QUANT_REPORT
+    report_path.unlink(missing_ok=True)  # a re-conversion's report is its own
     result = convert(
         src,
         run_dir / "model.gguf",
@@ -65,7 +76,10 @@ def converter(state: PortState) -> dict:
         transforms=tensor_transforms(src.config, plan, state.get("transform_overrides", {})),
         calibration=calibration,
         budget_bpw=spec.budget,
+        extra={"checkpoint": ckpt, "report_path": str(report_path)},
     )
+    if report_path.exists():  # the quantizer's own report: add the encode time, the last stage
+        _add_encode_time(report_path, result.timings.get("encode", 0.0))
     write_json(
         run_dir / "gguf.json",
         {
@@ -75,6 +89,7 @@ def converter(state: PortState) -> dict:
             "bpw_overall": round(result.bpw_overall, 4),
             "types": result.types,
             "fallbacks": result.fallbacks,
+            "timings": result.timings,
         },
     )
     key = "converter" if not state.get("iteration") else f"converter.{state['iteration']}"

@@ -66,7 +66,8 @@ def build_report(state: PortState) -> dict:
     ]
     status = "ok" if state.get("status") == "ok" else "failed"
     usage = state.get("llm_usage") or {}
-    return {
+    quant_report = _load(run_dir / "quant_report.json")
+    report = {
         "model": state.get("model"),
         "status": status,
         "checkpoint": state.get("checkpoint"),
@@ -88,6 +89,16 @@ def build_report(state: PortState) -> dict:
         "error": state.get("error"),
         "reason": None if status == "ok" else failure_reason(state),
     }
+    if quant_report:  # a calibration-driven quantizer: its stages' seconds and peak memory
+        report["quantizer"] = {
+            "method": quant_report.get("method"),
+            "budget_bpw": quant_report.get("budget_bpw"),
+            "planned_bpw": quant_report.get("planned_bpw"),
+            "calibration": quant_report.get("calibration"),
+            "timings": quant_report.get("timings", {}),
+            "memory": quant_report.get("memory", {}),
+        }
+    return report
 
 
 def render_markdown(report: dict) -> str:
@@ -118,6 +129,12 @@ def render_markdown(report: dict) -> str:
         err = f"{m['max_abs_err']:.3g}" if isinstance(m["max_abs_err"], float) else m["max_abs_err"]
         lines.append(f"| {m['name']} | {m['realised_by']} | {cos} | {err} | {'yes' if m['passed'] else 'NO'} |")
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in report["timings"].items())]
+    quant = report.get("quantizer")
+    if quant:
+        lines.append(f"Quantizer {quant['method']} stages (s): " + ", ".join(f"{k} {v:.1f}" for k, v in quant["timings"].items()))
+        peak = (quant.get("memory") or {}).get("total") or {}
+        if peak:
+            lines.append("Quantizer peak memory (GB): " + ", ".join(f"{k.removesuffix('_gb')} {v:.2f}" for k, v in peak.items()))
     llm = report["llm"]
     lines.append(f"LLM: {llm['calls']} calls, {llm['input_tokens']} input / {llm['output_tokens']} output tokens")
     return "\n".join(lines) + "\n"
