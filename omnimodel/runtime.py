@@ -3,6 +3,9 @@
 `load(run_dir).predict_action(images, proprio, instruction)` gives the same (chunk, action_dim)
 un-normalised actions as the PyTorch `TorchPolicy`; tokenisation is done here with the
 checkpoint's tokenizer, everything else (crop, normalisation, forward, un-normalisation) in C++.
+A policy whose prompt carries the robot state (GGUF omnimodel.prompt.state: LeRobot π0.5) is
+always prompted inside the library (omni_predict_text), so Python, C callers and `omnimodel serve`
+share one implementation of the state's normalisation, binning and tokenisation.
 """
 
 from __future__ import annotations
@@ -73,6 +76,8 @@ def _bind(path: Path) -> ctypes.CDLL:
     if hasattr(lib, "omni_predict_text"):  # libraries generated before the tokenizer moved into C++ lack it
         lib.omni_predict_text.argtypes = [ctypes.c_void_p, _U8P, ctypes.c_int, _F32P, ctypes.c_int, ctypes.c_char_p, _F32P]
         lib.omni_prompt_tokens.argtypes = [ctypes.c_void_p, ctypes.c_char_p, _I32P, ctypes.c_int]
+    if hasattr(lib, "omni_prompt_tokens_state"):  # libraries generated before the state went into prompts lack it
+        lib.omni_prompt_tokens_state.argtypes = [ctypes.c_void_p, ctypes.c_char_p, _F32P, ctypes.c_int, _I32P, ctypes.c_int]
     return lib
 
 
@@ -100,6 +105,7 @@ class NativePolicy:
         self.tokenizer = tokenizer
         self.model_path = Path(gguf_path)
         self._prompt: tuple[str, bool, str] | None = None
+        self._prompt_state: bool | None = None
         params = _Params(n_threads, n_gpu_layers, flash_attn, int(center_crop), int(use_mmap))
         self._handle = self._lib.omni_load(str(gguf_path).encode(), ctypes.byref(params))
         if not self._handle:
@@ -142,22 +148,56 @@ class NativePolicy:
         """BOS + the policy's prompt + the space token, as the PyTorch policy builds it."""
         if self.tokenizer is None:
             raise CheckpointError("this NativePolicy has no tokenizer; pass token ids to predict_ids instead")
+        if self.prompt_carries_state():
+            raise CheckpointError(
+                f"{self.model_path}: the prompt carries the robot state; use native_prompt_ids(instruction, state)"
+            )
         from omnimodel.models.tokenizer import build_prompt_ids
 
         template, lowercase, end_token = self.prompt_format()
-        return np.asarray(build_prompt_ids(self.tokenizer, instruction, template, lowercase, end_token), np.int32)
+        ids = build_prompt_ids(self.tokenizer, instruction, template, lowercase, end_token, self._bos_id())
+        return np.asarray(ids, np.int32)
+
+    def _bos_id(self) -> int:
+        """The GGUF tokenizer's BOS id (tokenizer.ggml.bos_token_id), LLaMA's 1 when it names none."""
+        import gguf
+
+        field = self._metadata().get(gguf.Keys.Tokenizer.BOS_ID)
+        return int(field.contents()) if field is not None else 1
+
+    def _metadata(self) -> dict:
+        from gguf import GGUFReader
+
+        try:
+            return GGUFReader(str(self.model_path)).fields
+        except Exception as exc:  # noqa: BLE001 - any reader failure is one line
+            raise CheckpointError(f"{self.model_path}: cannot read its metadata ({exc})") from None
+
+    def prompt_carries_state(self) -> bool:
+        """Whether the prompt holds the robot state (omnimodel.prompt.state): then only the library builds it."""
+        if self._prompt_state is None:
+            from omnimodel.ggufio.constants import Keys
+
+            field = self._metadata().get(Keys.Omnimodel.PROMPT_STATE)
+            self._prompt_state = bool(field.contents()) if field is not None else False
+        return self._prompt_state
+
+    def _library_prompts(self) -> bool:
+        """Whether predict_action leaves the prompt to the library: no tokenizer here, or a prompt
+        (the state in it, openpi's task cleaning) that the Python template path does not build."""
+        if self.tokenizer is None or self.prompt_carries_state():
+            return True
+        from omnimodel.ggufio.constants import Keys
+
+        field = self._metadata().get(Keys.Omnimodel.PROMPT_CLEAN)
+        return field is not None and bool(field.contents())
 
     def prompt_format(self) -> tuple[str, bool, str]:
         """(template, lowercase, end token): the arch's prompt as the GGUF's omnimodel.prompt.* keys give it."""
         if self._prompt is None:
-            from gguf import GGUFReader
-
             from omnimodel.ggufio.constants import Keys
 
-            try:
-                fields = GGUFReader(str(self.model_path)).fields
-            except Exception as exc:  # noqa: BLE001 - any reader failure is one line
-                raise CheckpointError(f"{self.model_path}: cannot read its metadata ({exc})") from None
+            fields = self._metadata()
             field = fields.get(Keys.Omnimodel.PROMPT_TEMPLATE)
             if field is None:
                 raise CheckpointError(
@@ -191,9 +231,11 @@ class NativePolicy:
     def predict_action(self, images: list[np.ndarray], proprio: np.ndarray, instruction: str) -> np.ndarray:
         """(chunk, action_dim) un-normalised actions, as TorchPolicy.predict_action.
 
-        Tokenised here with the checkpoint's tokenizer when there is one, else inside the library.
+        Tokenised here with the checkpoint's tokenizer when there is one, else inside the library;
+        a prompt that carries the state or cleans the task is always built inside the library
+        (omni_predict_text).
         """
-        if self.tokenizer is None:
+        if self._library_prompts():
             return self.predict_text(images, proprio, instruction)
         return self.predict_ids(images, proprio, self.prompt_ids(instruction))
 
@@ -202,13 +244,27 @@ class NativePolicy:
             raise NativeError("this native library predates omni_predict_text; rebuild the run's cpp/ project")
         return self._lib
 
-    def native_prompt_ids(self, instruction: str) -> np.ndarray:
-        """The token ids the library itself builds for `instruction` (llama.cpp's vocabulary from the GGUF)."""
-        lib, text = self._text_api(), instruction.encode()
-        n = lib.omni_prompt_tokens(self._live(), text, None, 0)
-        self._check(min(n, 0), "omni_prompt_tokens")
+    def native_prompt_ids(self, instruction: str, state: np.ndarray | None = None) -> np.ndarray:
+        """The token ids the library itself builds for `instruction` (and the raw `state`, where the prompt carries it)."""
+        lib, text, h = self._text_api(), instruction.encode(), self._live()
+        if state is None:
+            what = "omni_prompt_tokens"
+
+            def call(out, capacity: int) -> int:
+                return lib.omni_prompt_tokens(h, text, out, capacity)
+
+        else:
+            if not hasattr(lib, "omni_prompt_tokens_state"):
+                raise NativeError("this native library predates omni_prompt_tokens_state; rebuild the run's cpp/ project")
+            what, st = "omni_prompt_tokens_state", np.ascontiguousarray(state, np.float32).reshape(-1)
+
+            def call(out, capacity: int) -> int:
+                return lib.omni_prompt_tokens_state(h, text, _ptr(st, ctypes.c_float), st.size, out, capacity)
+
+        n = call(None, 0)
+        self._check(min(n, 0), what)
         ids = np.empty(n, np.int32)
-        self._check(min(lib.omni_prompt_tokens(self._live(), text, _ptr(ids, ctypes.c_int32), n), 0), "omni_prompt_tokens")
+        self._check(min(call(_ptr(ids, ctypes.c_int32), n), 0), what)
         return ids
 
     def predict_text(self, images: list[np.ndarray], proprio: np.ndarray, instruction: str) -> np.ndarray:

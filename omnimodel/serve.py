@@ -101,7 +101,9 @@ def keys_for(arch: str) -> ObservationKeys:
     from omnimodel import archs
 
     keys = archs.get(arch).observation_keys()
-    return ObservationKeys(images=tuple(keys["images"]), state=keys.get("state"), prompt=keys.get("prompt", "prompt"))
+    return ObservationKeys(
+        images=tuple(keys["images"]), state=keys.get("state"), prompt=keys.get("prompt", "prompt")
+    )
 
 
 def read_observation(
@@ -154,11 +156,15 @@ class PolicyServer:
         self.policy = policy
         self.arch = arch
         self.keys = keys_for(arch)
-        if len(self.keys.images) != policy.n_images or (self.keys.state is not None) != (
-            policy.proprio_dim > 0
+        if self.keys.state is not None and policy.proprio_dim == 0:
+            # a checkpoint of the arch that reads no state (openpi pi05_libero): the request's is not read
+            self.keys = ObservationKeys(images=self.keys.images, state=None, prompt=self.keys.prompt)
+        # fewer cameras than image slots is fine: the library masks the empty slots (π's empty_cameras)
+        if not 1 <= len(self.keys.images) <= policy.n_images or (self.keys.state is None) != (
+            policy.proprio_dim == 0
         ):
             raise ConfigError(
-                f"arch {arch}: the library takes {policy.n_images} images and {policy.proprio_dim} state values, "
+                f"arch {arch}: the library takes up to {policy.n_images} images and {policy.proprio_dim} state values, "
                 f"but the arch's observation_keys() name {len(self.keys.images)} images and state={self.keys.state}; fix the table"
             )
         self.model = model

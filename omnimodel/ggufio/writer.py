@@ -34,7 +34,17 @@ class EncodedTensor:
 
 
 def _add_metadata(w: gguf.GGUFWriter, key: str, value: Any) -> None:
-    if isinstance(value, bool):
+    # float64 where the caller asks for it (np.float64, a float64 array): statistics a runtime
+    # must apply bit for bit as the PyTorch policy does; plain Python floats stay float32
+    if isinstance(value, np.float64):
+        w.add_float64(key, float(value))
+    elif isinstance(value, np.ndarray) and value.ndim == 1 and value.size and value.dtype == np.float64:
+        w.add_key_value(
+            key, [float(v) for v in value], gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT64
+        )
+    elif isinstance(value, np.ndarray) and value.ndim == 1 and value.size:
+        _add_metadata(w, key, value.tolist())
+    elif isinstance(value, bool):
         w.add_bool(key, value)
     elif isinstance(value, int):
         if -(2**31) <= value < 2**31:

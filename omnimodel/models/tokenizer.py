@@ -79,13 +79,21 @@ def prompt_metadata(template: str, lowercase: bool = True, end_token: str = SPAC
 
 
 def build_prompt_ids(
-    tok: Tokenizer, instruction: str, template: str, lowercase: bool = True, end_token: str = SPACE
+    tok: Tokenizer,
+    instruction: str,
+    template: str,
+    lowercase: bool = True,
+    end_token: str = SPACE,
+    bos_id: int = 1,
 ) -> list[int]:
-    """BOS + the arch's prompt template around the instruction, ending with `end_token` (if the vocabulary has it)."""
+    """BOS + the arch's prompt template around the instruction, ending with `end_token` (if the vocabulary has it).
+
+    `bos_id`: LLaMA's 1 by default; PaliGemma's (π0) is 2.
+    """
     prompt = template.format(instruction=instruction.lower() if lowercase else instruction)
     ids = tok.encode(prompt).ids
-    if not ids or ids[0] != 1:
-        ids = [1] + ids
+    if not ids or ids[0] != bos_id:
+        ids = [bos_id] + ids
     end = tok.token_to_id(end_token) if end_token else None
     if end is not None and ids[-1] != end:
         ids.append(end)

@@ -469,20 +469,35 @@ static const omni_text & text_of(const omni_policy * P) {
     return *P->text;
 }
 
+// The prompt ids of one step: the arch's prompt text (the instruction, and the state where the
+// prompt carries it) through the GGUF's tokenizer.
+static std::vector<int32_t> prompt_ids(const omni_policy * P, const char * instruction, const float * state, int n_state) {
+    const omni_text & T = text_of(P);
+    if (n_state < 0 || (n_state > 0 && !state)) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_prompt_tokens: n_state must be >= 0 with a non-NULL state");
+    return omni_text_tokens(T, P->model->prompt_text(T, instruction, state, n_state));
+}
+
+static int copy_ids(const std::vector<int32_t> & ids, int32_t * ids_out, int capacity) {
+    if (ids_out) std::memcpy(ids_out, ids.data(), sizeof(int32_t) * (size_t) std::min((int) ids.size(), std::max(0, capacity)));
+    return (int) ids.size();
+}
+
 int omni_prompt_tokens(omni_policy * P, const char * instruction, int32_t * ids_out, int capacity) {
     int n = 0;
-    const int rc = guarded([&] {
-        const std::vector<int32_t> ids = omni_text_prompt(text_of(P), instruction);
-        n = (int) ids.size();
-        if (ids_out) std::memcpy(ids_out, ids.data(), sizeof(int32_t) * (size_t) std::min(n, std::max(0, capacity)));
-    });
+    const int rc = guarded([&] { n = copy_ids(prompt_ids(P, instruction, nullptr, 0), ids_out, capacity); });
+    return rc == OMNI_OK ? n : rc;
+}
+
+int omni_prompt_tokens_state(omni_policy * P, const char * instruction, const float * state, int n_state, int32_t * ids_out, int capacity) {
+    int n = 0;
+    const int rc = guarded([&] { n = copy_ids(prompt_ids(P, instruction, state, n_state), ids_out, capacity); });
     return rc == OMNI_OK ? n : rc;
 }
 
 int omni_predict_text(omni_policy * P, const uint8_t * images, int n_images, const float * state, int n_state,
                       const char * instruction, float * actions_out) {
     return guarded([&] {
-        const std::vector<int32_t> ids = omni_text_prompt(text_of(P), instruction);
+        const std::vector<int32_t> ids = prompt_ids(P, instruction, state, n_state);
         check_step_args(P, images, n_images, state, n_state, ids.data(), (int) ids.size(), actions_out);
         P->core.timings.clear();
         P->model->predict(P->core, images, n_images, state, n_state, ids.data(), (int) ids.size(), actions_out);

@@ -190,11 +190,25 @@ void omni_center_crop(const uint8_t * src, uint8_t * dst, int H, int W, float ar
 
 // ----------------------------------------------------------------------------- the prompt (omni_text.cpp)
 
+// The generic prompt keys (omnimodel/ggufio/constants.py Keys.Omnimodel). The template's
+// "{instruction}" slot takes the instruction (cleaned as openpi does when clean_instruction, then
+// lower-cased when lowercase_instruction); when prompt.state is true its "{state}" slot takes the
+// robot state, which the arch's omni_model::prompt_text writes (π0.5: 256 bins).
+static const char * const OMNI_KEY_PROMPT_TEMPLATE  = "omnimodel.prompt.template";
+static const char * const OMNI_KEY_PROMPT_LOWERCASE = "omnimodel.prompt.lowercase_instruction";
+static const char * const OMNI_KEY_PROMPT_CLEAN     = "omnimodel.prompt.clean_instruction";
+static const char * const OMNI_KEY_PROMPT_END_TOKEN = "omnimodel.prompt.end_token";
+static const char * const OMNI_KEY_PROMPT_STATE     = "omnimodel.prompt.state";
+
 // The GGUF's tokenizer (llama.cpp's vocabulary, loaded vocab-only) and the arch's prompt template.
 struct omni_text;
 omni_text *          omni_text_load(const omni_core & C, int n_vocab);  // nullptr when the GGUF has no tokenizer
 void                 omni_text_free(omni_text * T);
-std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruction);  // BOS first
+// The template with the instruction in its slot and each (placeholder, value) of `fields` in theirs.
+std::string          omni_text_fill(const omni_text & T, const char * instruction,
+                                    const std::vector<std::pair<std::string, std::string>> & fields = {});
+std::vector<int32_t> omni_text_tokens(const omni_text & T, const std::string & text);  // BOS first, end token last
+std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruction);  // fill, then tokens
 
 // ----------------------------------------------------------------------------- an architecture
 
@@ -222,6 +236,13 @@ struct omni_model {
     // processor output + normalised state -> normalised actions.
     virtual void predict_raw(omni_core & C, const float * pixel_values, int n_images, const float * state, int n_state,
                              const int32_t * ids, int n_ids, float * actions) = 0;
+    // The prompt text of one step (omni_predict_text, omni_prompt_tokens*) from the instruction and
+    // the raw state (state may be NULL). Default: the GGUF's template around the instruction; an
+    // arch whose prompt carries the state (π0.5, prompt.state) overrides it to fill "{state}".
+    virtual std::string prompt_text(const omni_text & T, const char * instruction, const float * state, int n_state) const {
+        (void) state; (void) n_state;
+        return omni_text_fill(T, instruction);
+    }
 };
 
 // Defined by the arch's graph file.

@@ -20,10 +20,8 @@ static const char * const KEY_TOKENS     = "tokenizer.ggml.tokens";
 static const char * const KEY_SCORES     = "tokenizer.ggml.scores";
 static const char * const KEY_TYPES      = "tokenizer.ggml.token_type";
 static const char * const KEY_MODEL      = "tokenizer.ggml.model";
-static const char * const KEY_TEMPLATE   = "omnimodel.prompt.template";
-static const char * const KEY_LOWERCASE  = "omnimodel.prompt.lowercase_instruction";
-static const char * const KEY_END_TOKEN  = "omnimodel.prompt.end_token";
 static const char * const PLACEHOLDER    = "{instruction}";
+static const char * const STATE_SLOT     = "{state}";
 static const int64_t      MAX_TOKENS     = 1 << 22;
 static const size_t       MAX_TEXT_BYTES = 1 << 16;
 
@@ -32,6 +30,7 @@ struct omni_text {
     const llama_vocab * vocab = nullptr;
     std::string         tmpl;
     bool                lowercase = false;
+    bool                clean = false;  // openpi's task cleaning (strip, '_' and newlines to spaces)
     int32_t             end_token = -1;
     ~omni_text() { if (model) llama_model_free(model); }
 };
@@ -122,17 +121,37 @@ uint32_t              unicode_tolower(uint32_t cpt);
 std::vector<uint32_t> unicode_cpts_from_utf8(const std::string & utf8);
 std::string           unicode_cpt_to_utf8(uint32_t cpt);
 
-// Python's str.lower() for every code point with a one-code-point lower case (all but a handful).
-static std::string lower_utf8(const std::string & s) {
-    std::vector<uint32_t> cpts;
+static std::vector<uint32_t> code_points(const std::string & s) {
     try {
-        cpts = unicode_cpts_from_utf8(s);
+        return unicode_cpts_from_utf8(s);
     } catch (const std::exception &) {
         throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: the instruction is not valid UTF-8");
     }
+}
+
+// Python's str.lower() for every code point with a one-code-point lower case (all but a handful).
+static std::string lower_utf8(const std::string & s) {
     std::string out;
     out.reserve(s.size());
-    for (uint32_t c : cpts) out += unicode_cpt_to_utf8(unicode_tolower(c));
+    for (uint32_t c : code_points(s)) out += unicode_cpt_to_utf8(unicode_tolower(c));
+    return out;
+}
+
+// Python's str.isspace(): bidi classes WS, B, S and category Zs.
+static bool is_py_space(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x20) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
+}
+
+// openpi's clean_task: task.strip().replace("_", " ").replace("\n", " ").
+static std::string clean_utf8(const std::string & s) {
+    const std::vector<uint32_t> cpts = code_points(s);
+    size_t b = 0, e = cpts.size();
+    while (b < e && is_py_space(cpts[b])) b++;
+    while (e > b && is_py_space(cpts[e - 1])) e--;
+    std::string out;
+    out.reserve(s.size());
+    for (size_t i = b; i < e; i++) out += (cpts[i] == '_' || cpts[i] == '\n') ? std::string(" ") : unicode_cpt_to_utf8(cpts[i]);
     return out;
 }
 
@@ -141,34 +160,58 @@ omni_text * omni_text_load(const omni_core & C, int n_vocab) {
     const int64_t n = check_tokenizer_keys(C.gguf);
     if (n_vocab > 0 && n > n_vocab) throw bad(std::to_string(n) + " tokens but the model embeds " + std::to_string(n_vocab));
     auto T = std::make_unique<omni_text>();
-    T->tmpl = C.str(KEY_TEMPLATE);  // may be absent (an arch that writes none): omni_predict_text then says so
-    if (!T->tmpl.empty() && T->tmpl.find(PLACEHOLDER) == std::string::npos) throw bad(std::string(KEY_TEMPLATE) + " has no " + PLACEHOLDER);
-    T->lowercase = C.num(KEY_LOWERCASE, 0.0) != 0.0;
+    T->tmpl = C.str(OMNI_KEY_PROMPT_TEMPLATE);  // may be absent (an arch that writes none): omni_predict_text then says so
+    if (!T->tmpl.empty() && T->tmpl.find(PLACEHOLDER) == std::string::npos) throw bad(std::string(OMNI_KEY_PROMPT_TEMPLATE) + " has no " + PLACEHOLDER);
+    if (C.num(OMNI_KEY_PROMPT_STATE, 0.0) != 0.0 && T->tmpl.find(STATE_SLOT) == std::string::npos) {
+        throw bad(std::string(OMNI_KEY_PROMPT_STATE) + " is set but " + OMNI_KEY_PROMPT_TEMPLATE + " has no " + STATE_SLOT);
+    }
+    T->lowercase = C.num(OMNI_KEY_PROMPT_LOWERCASE, 0.0) != 0.0;
+    T->clean = C.num(OMNI_KEY_PROMPT_CLEAN, 0.0) != 0.0;
     T->model = load_vocab(C.path);
     T->vocab = llama_model_get_vocab(T->model);
-    const std::string end = C.str(KEY_END_TOKEN);
+    const std::string end = C.str(OMNI_KEY_PROMPT_END_TOKEN);
     if (!end.empty()) {
         for (int32_t i = 0; i < llama_vocab_n_tokens(T->vocab) && T->end_token < 0; i++) {
             const char * t = llama_vocab_get_text(T->vocab, i);
             if (t && end == t) T->end_token = i;
         }
-        if (T->end_token < 0) throw bad(std::string(KEY_END_TOKEN) + " '" + end + "' is not a token");
+        if (T->end_token < 0) throw bad(std::string(OMNI_KEY_PROMPT_END_TOKEN) + " '" + end + "' is not a token");
     }
     return T.release();
 }
 
 void omni_text_free(omni_text * T) { delete T; }
 
-std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruction) {
+std::string omni_text_fill(const omni_text & T, const char * instruction,
+                           const std::vector<std::pair<std::string, std::string>> & fields) {
     if (!instruction) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: instruction is NULL");
     if (T.tmpl.empty()) {
-        throw omni_error(OMNI_ERR_FORMAT, std::string("model.gguf has no ") + KEY_TEMPLATE + " (its arch's metadata writes it); pass token ids to omni_predict");
+        throw omni_error(OMNI_ERR_FORMAT, std::string("model.gguf has no ") + OMNI_KEY_PROMPT_TEMPLATE + " (its arch's metadata writes it); pass token ids to omni_predict");
     }
     std::string inst = instruction;
     if (inst.size() > MAX_TEXT_BYTES) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_predict_text: instruction longer than 64 KiB");
+    if (T.clean) inst = clean_utf8(inst);
     if (T.lowercase) inst = lower_utf8(inst);
-    std::string text = T.tmpl;
-    text.replace(text.find(PLACEHOLDER), std::strlen(PLACEHOLDER), inst);
+    // one pass over the template, so a placeholder's text inside a value is never substituted again
+    std::vector<std::pair<std::string, std::string>> slots = {{PLACEHOLDER, inst}};
+    slots.insert(slots.end(), fields.begin(), fields.end());
+    std::string text;
+    for (size_t i = 0; i < T.tmpl.size();) {
+        bool hit = false;
+        for (const auto & f : slots) {
+            if (T.tmpl.compare(i, f.first.size(), f.first) == 0) {
+                text += f.second;
+                i += f.first.size();
+                hit = true;
+                break;
+            }
+        }
+        if (!hit) text += T.tmpl[i++];
+    }
+    return text;
+}
+
+std::vector<int32_t> omni_text_tokens(const omni_text & T, const std::string & text) {
     std::vector<int32_t> ids(text.size() + 8);
     int32_t n = 0;
     try {
@@ -185,4 +228,8 @@ std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruct
     ids.resize((size_t) n);
     if (T.end_token >= 0 && (ids.empty() || ids.back() != T.end_token)) ids.push_back(T.end_token);
     return ids;
+}
+
+std::vector<int32_t> omni_text_prompt(const omni_text & T, const char * instruction) {
+    return omni_text_tokens(T, omni_text_fill(T, instruction));
 }

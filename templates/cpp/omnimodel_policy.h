@@ -70,13 +70,21 @@ OMNI_API int omni_predict(omni_policy * policy, const uint8_t * images, int n_im
 
 /* One control step from text: the instruction goes into the arch's prompt template (GGUF
  * metadata) and is tokenised by llama.cpp's vocabulary code from the GGUF's tokenizer.ggml.* keys;
- * otherwise as omni_predict. state: raw proprio (n_state values, 0 when the model takes none). */
+ * otherwise as omni_predict. state: raw proprio (n_state values, 0 when the model takes none).
+ * Where the prompt carries the state (GGUF omnimodel.prompt.state; LeRobot π0.5), the library
+ * normalises it with the GGUF's statistics and writes it into the prompt (π0.5: 256 bins). */
 OMNI_API int omni_predict_text(omni_policy * policy, const uint8_t * images, int n_images,
                                const float * state, int n_state, const char * instruction, float * actions_out);
 
 /* The token ids omni_predict_text feeds the model for `instruction`: writes up to `capacity` of
- * them into ids_out (may be NULL) and returns how many there are, or a negative omni_status. */
+ * them into ids_out (may be NULL) and returns how many there are, or a negative omni_status.
+ * Fails (OMNI_ERR_INVALID_ARGUMENT) for a model whose prompt carries the state: use
+ * omni_prompt_tokens_state. */
 OMNI_API int omni_prompt_tokens(omni_policy * policy, const char * instruction, int32_t * ids_out, int capacity);
+
+/* As omni_prompt_tokens, with the raw state omni_predict_text would get (n_state values). */
+OMNI_API int omni_prompt_tokens_state(omni_policy * policy, const char * instruction, const float * state, int n_state,
+                                      int32_t * ids_out, int capacity);
 
 /* The forward pass alone: the arch's processor output pixel_values (n x C x S x S, already
  * normalised; C = 6 for the fused DINOv2 + SigLIP towers, 3 for one tower), normalised proprio

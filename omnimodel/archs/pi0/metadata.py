@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from omnimodel.archs.pi0.model import PiConfig
 from omnimodel.archs.pi0.names import key
 from omnimodel.archs.pi0.tokenizer import BOS_ID
@@ -16,6 +18,7 @@ from omnimodel.ggufio.constants import Keys, arch_key
 
 NOISE_SEED = 0  # the native policy's noise stream; the analyzer's sample uses its first draw
 NORM_EPS = 1e-8  # LeRobot's (our presets are LeRobot-layout checkpoints)
+STATE_SLOT = "{state}"  # where the template takes the binned state (filled by the graph's prompt_text)
 
 
 def arch_name(cfg: PiConfig) -> str:
@@ -23,12 +26,18 @@ def arch_name(cfg: PiConfig) -> str:
     return "pi05" if cfg.pi05 else "pi0"
 
 
-def _stats(block: dict | None, prefix: str) -> dict[str, list[float]]:
+def _stats(block: dict | None, prefix: str) -> dict[str, np.ndarray]:
+    # float64, as TorchPolicy normalises: the state's prompt bins then match it to the last bit
     out = {}
     for stat in ("mean", "std", "q01", "q99"):
         if block and stat in block:
-            out[key(f"NORM_{prefix}_{stat.upper()}")] = [float(x) for x in block[stat]]
+            out[key(f"NORM_{prefix}_{stat.upper()}")] = np.asarray(block[stat], dtype=np.float64)
     return out
+
+
+def state_in_prompt(cfg: PiConfig) -> bool:
+    """Whether the policy writes the normalised state into its prompt (LeRobot π0.5; openpi π0.5 but pi05_libero)."""
+    return bool(cfg.pi05 and cfg.discrete_state_input)
 
 
 def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]:
@@ -38,7 +47,7 @@ def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]
         stats = next(iter(stats.values()))  # {dataset: {state, action}} -> the one dataset
     state, action = stats.get("state"), stats.get("action")
     robot_action = len(next(iter(action.values()))) if action else cfg.action_dim
-    robot_state = len(next(iter(state.values()))) if (state and not cfg.pi05) else 0
+    robot_state = len(next(iter(state.values()))) if (state and (not cfg.pi05 or state_in_prompt(cfg))) else 0
     meta: dict[str, Any] = {
         key("V_HEAD_COUNT"): cfg.vision.heads,
         key("V_BLOCK_COUNT"): cfg.vision.depth,
@@ -66,7 +75,7 @@ def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]
         key("STATE_ROBOT_DIM"): robot_state,
         key("NUM_IMAGES"): cfg.num_cameras,
         key("NORM_QUANTILES"): cfg.norm_mode.startswith("quantile"),
-        key("NORM_EPS"): NORM_EPS,
+        key("NORM_EPS"): np.float64(NORM_EPS),
     }
     meta.update(_stats(state, "STATE"))
     meta.update(_stats(action, "ACTION"))
@@ -76,19 +85,19 @@ def runtime_metadata(cfg: PiConfig, stats: dict | None = None) -> dict[str, Any]
 
 
 def prompt_metadata(cfg: PiConfig) -> dict[str, Any]:
-    """The generic prompt keys the native omni_predict_text reads: the task then a newline (π0, openpi pi05_libero).
+    """The generic prompt keys the native omni_predict_text reads, as tokenizer.prompt_text writes the prompt.
 
-        A π0.5 that writes the discretised state into the prompt (prompt.state) cannot be prompted from
-        the instruction alone: its template keeps a literal `{state}`, and callers pass token ids. (The
-    template is the one place the prompt format is written.)
+    π0 and openpi pi05_libero: the task then a newline. A π0.5 that writes the state into the prompt
+    (prompt.state): "Task: {instruction}, State: {state};\nAction: ", whose {state} the graph's
+    prompt_text fills from the raw state (normalised with the GGUF's statistics, 256 bins). The task
+    is cleaned as LeRobot does it: π0.5 yes, π0 no (the native runtime follows LeRobot, as NORM_EPS does).
     """
-    template = (
-        "Task: {instruction}, State: {state};\nAction: "
-        if (cfg.pi05 and cfg.discrete_state_input)
-        else "{instruction}\n"
-    )
+    with_state = state_in_prompt(cfg)
+    template = f"Task: {{instruction}}, State: {STATE_SLOT};\nAction: " if with_state else "{instruction}\n"
     return {
         Keys.Omnimodel.PROMPT_TEMPLATE: template,
         Keys.Omnimodel.PROMPT_LOWERCASE: False,
+        Keys.Omnimodel.PROMPT_CLEAN: bool(cfg.pi05),
+        Keys.Omnimodel.PROMPT_STATE: with_state,
         Keys.Omnimodel.PROMPT_END_TOKEN: "",
     }

@@ -43,8 +43,10 @@ def analysis_sample(policy, seed: int, instruction: str):
             ("token_ids", inputs.tokens[0].numpy().astype(np.int32)),
             ("pixel_values", torch.cat(inputs.images).float().numpy()),
         ]
+        if state is not None:  # π0's state token, or π0.5's prompt (the native text path re-bins it)
+            tensors.append(("proprio", state))
         if spec.state_token:
-            tensors += [("proprio", state), ("proprio_norm", inputs.state.float().numpy())]
+            tensors.append(("proprio_norm", inputs.state.float().numpy()))
         return tensors + [("actions_norm", norm), ("actions", actions.astype(np.float32))]
 
     return Sample(run, end_to_end, int(inputs.token_mask.sum()))
