@@ -214,7 +214,7 @@ class ActQuant(Quantizer):
         return mats
 
     def _unread(self, tensors: Mapping[str, torch.Tensor], targets: dict, terms: dict) -> list[str]:
-        """The matrices the action path never reads: the LM head (OFT never runs it) and the targets no
+        """The matrices the action path never reads: the LM head (a policy with an action head never runs it) and the targets no
         calibration forward pass reached (the tower blocks after the feature layer). Under the paper
         preset with HSIC allocation and iq1 not off they take the cheapest type (IQ1_S) at any budget;
         otherwise none is singled out."""
@@ -390,7 +390,8 @@ class ActQuant(Quantizer):
         timings["fisher"] = timings["scales"] = 0.0
         self._stage2(tensors, targets, alloc.types, model, calib, device, dtype, plans, rep, timings, hooks, memory)
         for name in tensors:
-            plans.setdefault(name, TensorPlan(alloc.types[name]))
+            if name not in plans:
+                plans[name] = TensorPlan(alloc.types[name])
         memory["total"] = _peak_memory(device, since_reset=False)
         self.report = ActQuantReport(
             method=self.name,
