@@ -155,10 +155,10 @@ class NativePolicy:
         from omnimodel.models.tokenizer import build_prompt_ids
 
         template, lowercase, end_token = self.prompt_format()
-        ids = build_prompt_ids(self.tokenizer, instruction, template, lowercase, end_token, self._bos_id())
+        ids = build_prompt_ids(self.tokenizer, instruction, template, lowercase, end_token, self.bos_id())
         return np.asarray(ids, np.int32)
 
-    def _bos_id(self) -> int:
+    def bos_id(self) -> int:
         """The GGUF tokenizer's BOS id (tokenizer.ggml.bos_token_id), LLaMA's 1 when it names none."""
         import gguf
 
