@@ -112,8 +112,10 @@ def episode_seed(seed: int, suite: str, task_index: int, episode: int) -> int:
     return _seed("eval", seed, suite, task_index, episode)
 
 
-def run_episode(policy: Policy, task: EvalTask, env_seed: int, postprocess: bool = True) -> tuple[bool, int]:
-    """One closed-loop episode, executing each predicted chunk open loop: (success, steps)."""
+def run_episode(
+    policy: Policy, task: EvalTask, env_seed: int, postprocess: bool = True, replan: int | None = None
+) -> tuple[bool, int]:
+    """One closed-loop episode, executing each predicted chunk (its first `replan` actions) open loop: (success, steps)."""
     env = task.make_env()
     obs, info = env.reset(seed=env_seed)
     steps = 0
@@ -125,7 +127,7 @@ def run_episode(policy: Policy, task: EvalTask, env_seed: int, postprocess: bool
             raise ConfigError(
                 f"policy returned actions of shape {chunk.shape} or non-finite values; expected (chunk, 7)"
             )
-        for action in chunk:
+        for action in chunk[:replan]:
             obs, _, terminated, truncated, info = env.step(process_action(action) if postprocess else action)
             steps += 1
             if terminated:
@@ -202,6 +204,7 @@ def evaluate_closed_loop(
     seed: int = 0,
     postprocess: bool = True,
     show_progress: bool = True,
+    replan: int | None = None,
 ) -> ClosedLoopResult:
     """Run `episodes_per_task` seeded episodes of every task; success fraction per suite and task."""
     if episodes_per_task < 1:
@@ -214,7 +217,7 @@ def evaluate_closed_loop(
             idx = task_index[task.suite] = task_index.get(task.suite, -1) + 1
             for ep in range(episodes_per_task):
                 env_seed = episode_seed(seed, task.suite, idx, ep)
-                ok, n = run_episode(policy, task, env_seed, postprocess)
+                ok, n = run_episode(policy, task, env_seed, postprocess, replan)
                 rows.append(
                     {"suite": task.suite, "task": task.name, "seed": env_seed, "success": ok, "steps": n}
                 )
@@ -248,9 +251,9 @@ def _worker_init(policy_factory: Callable[[], Policy], tasks_factory: Callable[[
     _WORKER["tasks"] = tasks_factory()
 
 
-def _worker_episode(job: tuple[int, int, int, bool]) -> tuple[int, int, int, bool, int]:
-    ti, ep, env_seed, postprocess = job
-    ok, n = run_episode(_WORKER["policy"], _WORKER["tasks"][ti], env_seed, postprocess)
+def _worker_episode(job: tuple[int, int, int, bool, int | None]) -> tuple[int, int, int, bool, int]:
+    ti, ep, env_seed, postprocess, replan = job
+    ok, n = run_episode(_WORKER["policy"], _WORKER["tasks"][ti], env_seed, postprocess, replan)
     return ti, ep, env_seed, ok, n
 
 
@@ -262,6 +265,7 @@ def evaluate_closed_loop_parallel(
     workers: int = 2,
     postprocess: bool = True,
     show_progress: bool = True,
+    replan: int | None = None,
 ) -> ClosedLoopResult:
     """`evaluate_closed_loop` over `workers` processes, each with its own policy (factories must pickle).
 
@@ -278,7 +282,7 @@ def evaluate_closed_loop_parallel(
     for ti, task in enumerate(tasks):
         idx = task_index[task.suite] = task_index.get(task.suite, -1) + 1
         for ep in range(episodes_per_task):
-            jobs.append((ti, ep, episode_seed(seed, task.suite, idx, ep), postprocess))
+            jobs.append((ti, ep, episode_seed(seed, task.suite, idx, ep), postprocess, replan))
     jobs.sort(key=lambda j: -tasks[j[0]].max_steps)  # long tasks first: better load balance
     results = {}
     ctx = mp.get_context("spawn")
@@ -385,9 +389,8 @@ def load_target(path: str | Path, threads: int = 0) -> tuple[Policy, str, float 
     return policy, str(backend), _bits_per_weight(p, kind, policy)
 
 
-def action_postprocess(target: str | Path | None, policy: Any = None) -> bool:
-    """Whether eval applies `process_action` (the arch's `eval_postprocess`): from the checkpoint's arch,
-    the run's arch, or a policy server's metadata "arch"; True when none names one."""
+def target_arch(target: str | Path | None, policy: Any = None):
+    """The Arch of a checkpoint, a run directory or a policy server's metadata "arch"; None when none names one."""
     from omnimodel import archs
 
     name = None
@@ -397,18 +400,28 @@ def action_postprocess(target: str | Path | None, policy: Any = None) -> bool:
         p = Path(target)
         try:
             if detect_target(p) == "checkpoint":
-                return bool(archs.for_checkpoint(p).eval_postprocess)
+                return archs.for_checkpoint(p)
             from omnimodel.serve import run_arch
 
             name = run_arch(p)
         except (CheckpointError, ConfigError):
-            return True
+            return None
     if not name:
-        return True
+        return None
     try:
-        return bool(archs.get(str(name)).eval_postprocess)
+        return archs.get(str(name))
     except ConfigError:
-        return True
+        return None
+
+
+def action_protocol(target: str | Path | None, policy: Any = None) -> tuple[bool, int | None]:
+    """(postprocess, replan) of the target's arch: whether eval applies `process_action`
+    (`Arch.eval_postprocess`) and how many actions of each chunk run before the next query
+    (`Arch.eval_replan`, None: the whole chunk); (True, None) when no arch is named."""
+    arch = target_arch(target, policy)
+    if arch is None:
+        return True, None
+    return bool(arch.eval_postprocess), arch.eval_replan
 
 
 def evaluate_target(
@@ -426,21 +439,24 @@ def evaluate_target(
     tasks_factory: Callable[[], list[EvalTask]] | None = None,
     policy_factory: Callable[[], Policy] | None = None,
     postprocess: bool | None = None,
+    replan: int | None = -1,
 ) -> dict[str, Any]:
     """Closed loop (and offline L1 when `demos` is given) for one policy, as the eval.json dict.
 
     With `workers` > 1 the closed loop runs in that many processes, each loading `target` again
-    (with one compute thread) and building its tasks with `tasks_factory`. `postprocess` None: as
-    the target's arch says (`action_postprocess`).
+    (with one compute thread) and building its tasks with `tasks_factory`. `postprocess` None and
+    `replan` -1: as the target's arch says (`action_protocol`).
     """
-    if postprocess is None:
-        postprocess = action_postprocess(target, policy)
+    arch_post, arch_replan = action_protocol(target, policy)
+    postprocess = arch_post if postprocess is None else postprocess
+    replan = arch_replan if replan == -1 else replan
     if workers > 1 and (target is not None or policy_factory is not None) and tasks_factory is not None:
         factory = policy_factory or functools.partial(worker_policy, str(target), 1)
         closed = evaluate_closed_loop_parallel(factory, tasks_factory, episodes_per_task, seed, workers,
-                                               postprocess, show_progress=show_progress)  # fmt: skip
+                                               postprocess, show_progress=show_progress, replan=replan)  # fmt: skip
     else:
-        closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, postprocess, show_progress=show_progress)
+        closed = evaluate_closed_loop(policy, tasks, episodes_per_task, seed, postprocess, show_progress=show_progress,
+                                      replan=replan)  # fmt: skip
     result: dict[str, Any] = {
         "target": str(target) if target is not None else None,
         "backend": backend,
@@ -449,6 +465,7 @@ def evaluate_target(
         "episodes": closed.episodes,
         "episodes_per_task": episodes_per_task,
         "postprocess": postprocess,
+        "replan": replan,
         "success_per_suite": closed.success_per_suite,
         "success_mean": float(np.mean(list(closed.success_per_suite.values()))),
         "success_per_task": closed.success_per_task,

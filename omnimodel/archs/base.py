@@ -21,6 +21,8 @@ class Arch(ABC):
     # the policy's actions in OpenVLA-OFT's training convention (gripper 1 open / 0 close), which
     # `omnimodel eval` turns into the robot's (-1 open / +1 close, binarised); False: already the robot's
     eval_postprocess: bool = True
+    # actions of each predicted chunk `omnimodel eval` executes before it queries again (None: all)
+    eval_replan: int | None = None
     # plan rules: composite classes whose forward is the arch graph's glue (children planned),
     # parameter-free classes that only run inside a realised parent, leaves the graph realises
     # directly, and classes present in checkpoints but never run.

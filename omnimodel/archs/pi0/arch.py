@@ -18,6 +18,7 @@ class PiArch(PackageArch):
 
     pi05: bool = False
     eval_postprocess = False  # actions in the dataset's units (LIBERO: gripper -1 open / +1 close)
+    eval_replan = 5  # openpi's LIBERO client (examples/libero/main.py, replan_steps=5)
     glue_classes = _plan.GLUE_CLASSES
     inert_classes = _plan.INERT_CLASSES
     graph_leaves = _plan.GRAPH_LEAVES
