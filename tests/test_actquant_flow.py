@@ -209,3 +209,16 @@ def test_the_plugin_names_no_arch_module():
             if "omnimodel.archs." in line or word.search(line):
                 hits.append(f"{path.name}:{i}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def test_pi0_state_token_path(demos, tmp_path):
+    """π0 (state token, mean/std statistics) goes through the same hooks: the loss is the flow loss on its chunk."""
+    arch = archs.get("pi0")
+    ckpt = arch.make_checkpoint("pi0-tiny", tmp_path / "ckpt", seed=0)
+    model = arch.load_model(ckpt).eval()
+    hooks = arch.quant_calibration()
+    cs = hooks.calibration_set(demos, model.cfg, ckpt, None, 2, 0)
+    assert cs.noise.shape == (2, model.cfg.chunk, model.cfg.action_dim)
+    assert cs.inputs([0, 1], CPU, torch.float32)["state"].shape == (2, model.cfg.state_dim)
+    act, aux = hooks.loss(model, cs, [0, 1], CPU, torch.float32, with_aux=False)
+    assert aux is None and torch.isfinite(act) and act > 0
