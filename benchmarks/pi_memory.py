@@ -25,7 +25,9 @@ memory.used peak minus its value before the process started (CUDA context includ
 `gpu_peak_process_mb` the peak of the process's own entry.
 
 Rows go to --out as they finish (the file is rewritten after each row); each GGUF is deleted after
-its row unless --keep-ggufs. The printed table gives each row's ratios to the f16 row of the same run.
+its row unless --keep-ggufs. --resume keeps the rows already in --out and skips their builds, so the
+table can be filled over several shorter calls sharing one --work (checkpoint, GGML and project
+builds are reused). The printed table gives each row's ratios to the f16 row of the same table.
 
   # GPU machine (16 cores, one H200; GGML CUDA build cached), the full table:
   python benchmarks/pi_memory.py --preset pi05 --device cuda --work /tmp/pi_mem \
@@ -367,6 +369,7 @@ def main() -> int:
     ap.add_argument("--sandbox", default="auto")
     ap.add_argument("--timeout", type=float, default=7200.0, help="seconds per conversion and per step")
     ap.add_argument("--out", type=Path, help="JSON written after every row")
+    ap.add_argument("--resume", action="store_true", help="keep --out's finished rows and skip their builds")
     ap.add_argument("--step", nargs=2, metavar=("LIBRARY", "GGUF"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.backend = args.backend or args.device
@@ -393,7 +396,12 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
     rows: list[dict] = []
+    if args.resume and args.out and args.out.is_file():
+        rows = [r for r in json.loads(args.out.read_text()).get("rows", []) if "error" not in r]
+    done = {r["build"] for r in rows}
     for build in plan_builds(args):
+        if build["build"] in done:
+            continue
         gguf_path = work / f"{args.preset}-{build['build'].replace(':', '_')}.gguf"
         row = {**build, **convert_row(args, ckpt, build, gguf_path)}
         if "error" not in row:
