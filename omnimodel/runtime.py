@@ -105,7 +105,8 @@ class NativePolicy:
         self.tokenizer = tokenizer
         self.model_path = Path(gguf_path)
         self._prompt: tuple[str, bool, str] | None = None
-        self._prompt_state: bool | None = None
+        self._prompt_needs: tuple[bool, bool] | None = None  # (carries the state, cleans the task)
+        self._bos: int | None = None
         params = _Params(n_threads, n_gpu_layers, flash_attn, int(center_crop), int(use_mmap))
         self._handle = self._lib.omni_load(str(gguf_path).encode(), ctypes.byref(params))
         if not self._handle:
@@ -116,6 +117,15 @@ class NativePolicy:
         self.proprio_dim = self._lib.omni_proprio_dim(h)
         self.chunk = self._lib.omni_action_chunk(h)
         self.action_dim = self._lib.omni_action_dim(h)
+
+    def reset(self, seed: int) -> None:
+        """A new episode: a sampling policy's noise stream restarts from `seed` (omni_reset; TorchPolicy.reset)."""
+        fn = getattr(self._lib, "omni_reset", None)
+        if fn is None:
+            return  # a library built before omni_reset: its policy keeps one stream
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+        fn.restype = ctypes.c_int
+        self._check(fn(self._live(), ctypes.c_uint64(int(seed) & (2**64 - 1))), "omni_reset")
 
     def close(self) -> None:
         """Free the native policy."""
@@ -160,10 +170,12 @@ class NativePolicy:
 
     def bos_id(self) -> int:
         """The GGUF tokenizer's BOS id (tokenizer.ggml.bos_token_id), LLaMA's 1 when it names none."""
-        import gguf
+        if self._bos is None:
+            import gguf
 
-        field = self._metadata().get(gguf.Keys.Tokenizer.BOS_ID)
-        return int(field.contents()) if field is not None else 1
+            field = self._metadata().get(gguf.Keys.Tokenizer.BOS_ID)
+            self._bos = int(field.contents()) if field is not None else 1
+        return self._bos
 
     def _metadata(self) -> dict:
         from gguf import GGUFReader
@@ -173,24 +185,24 @@ class NativePolicy:
         except Exception as exc:  # noqa: BLE001 - any reader failure is one line
             raise CheckpointError(f"{self.model_path}: cannot read its metadata ({exc})") from None
 
-    def prompt_carries_state(self) -> bool:
-        """Whether the prompt holds the robot state (omnimodel.prompt.state): then only the library builds it."""
-        if self._prompt_state is None:
+    def _prompt_flags(self) -> tuple[bool, bool]:
+        """(omnimodel.prompt.state, omnimodel.prompt.clean_instruction), read from the GGUF once."""
+        if self._prompt_needs is None:
             from omnimodel.ggufio.constants import Keys
 
-            field = self._metadata().get(Keys.Omnimodel.PROMPT_STATE)
-            self._prompt_state = bool(field.contents()) if field is not None else False
-        return self._prompt_state
+            fields = self._metadata()
+            flags = [fields.get(k) for k in (Keys.Omnimodel.PROMPT_STATE, Keys.Omnimodel.PROMPT_CLEAN)]
+            self._prompt_needs = tuple(f is not None and bool(f.contents()) for f in flags)
+        return self._prompt_needs
+
+    def prompt_carries_state(self) -> bool:
+        """Whether the prompt holds the robot state (omnimodel.prompt.state): then only the library builds it."""
+        return self._prompt_flags()[0]
 
     def _library_prompts(self) -> bool:
         """Whether predict_action leaves the prompt to the library: no tokenizer here, or a prompt
         (the state in it, openpi's task cleaning) that the Python template path does not build."""
-        if self.tokenizer is None or self.prompt_carries_state():
-            return True
-        from omnimodel.ggufio.constants import Keys
-
-        field = self._metadata().get(Keys.Omnimodel.PROMPT_CLEAN)
-        return field is not None and bool(field.contents())
+        return self.tokenizer is None or any(self._prompt_flags())
 
     def prompt_format(self) -> tuple[str, bool, str]:
         """(template, lowercase, end token): the arch's prompt as the GGUF's omnimodel.prompt.* keys give it."""
