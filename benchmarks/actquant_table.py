@@ -57,8 +57,16 @@ def table4_rows(bpw: float) -> list[tuple[str, str, dict]]:
     rows = []
     for label, obj in (("RTN block quantization", "none"), ("+ magnitude-weighted scale", "magnitude"),
                        ("+ action-only Fisher", "action_fisher"), ("+ action-mixed Fisher", "amf")):  # fmt: skip
-        rows.append((f"ablation: {label}", "actquant", {"bpw": bpw, "allocation": "uniform", "objective": obj}))
-    rows.append(("ablation: + HSIC bit allocation", "actquant", {"bpw": bpw, "allocation": "hsic", "objective": "amf"}))
+        rows.append(
+            (f"ablation: {label}", "actquant", {"bpw": bpw, "allocation": "uniform", "objective": obj})
+        )
+    rows.append(
+        (
+            "ablation: + HSIC bit allocation",
+            "actquant",
+            {"bpw": bpw, "allocation": "hsic", "objective": "amf"},
+        )
+    )
     rows.append(("ablation: authors' preset", "actquant", {"bpw": bpw, "preset": "authors"}))
     return rows
 
@@ -80,17 +88,25 @@ def ensure_demos(work: Path, episodes: int) -> Path:
 
 
 def ensure_build(work: Path, build: Path | None) -> Path:
-    """A native build of the generated project (rendered and built once, reused)."""
+    """The native build every row shares: `--build`, else WORK/native (an f16 port of the checkpoint made once)."""
     if build is not None:
+        if not (build / "libomnimodel_policy.so").exists():
+            raise SystemExit(
+                f"--build {build}: no libomnimodel_policy.so there; pass RUN/build of a finished port"
+            )
         return build
-    target = work / "native" / "build"
-    if not (target / "libomnimodel_policy.so").exists():
-        from omnimodel.codegen.build import build_project, find_ggml_prefix
-        from omnimodel.codegen.render import render_project
+    return work / "native" / "build"
 
-        cpp = render_project(work / "native")
-        build_project(cpp, target, find_ggml_prefix())
-    return target
+
+def ensure_port(work: Path, ckpt: Path, arch: str) -> Path:
+    """WORK/native: `omnimodel port ARCH --checkpoint CKPT --quant f16` once (its build serves every GGUF)."""
+    run = work / "native"
+    if not (run / "build" / "libomnimodel_policy.so").exists():
+        import subprocess
+
+        subprocess.run([sys.executable, "-m", "omnimodel.cli", "port", arch, "--checkpoint", str(ckpt), "--quant", "f16",
+                        "--out", str(run), "--force"], check=True)  # fmt: skip
+    return run / "build"
 
 
 def quantize_row(ckpt: Path, spec: str, opts: dict, run: Path, demos: Path, calib_frames: int | None) -> dict:
@@ -103,7 +119,11 @@ def quantize_row(ckpt: Path, spec: str, opts: dict, run: Path, demos: Path, cali
     needs_calib = spec.startswith(("actquant", "imatrix"))
     res = quantize(str(ckpt), spec, run / "model.gguf", bpw, demos if needs_calib else None,
                    calib_frames if needs_calib else None, extra)  # fmt: skip
-    return {"bpw": res.convert.bpw, "bytes": res.convert.bytes, "report": str(res.report_path) if res.report_path else None}
+    return {
+        "bpw": res.convert.bpw,
+        "bytes": res.convert.bytes,
+        "report": str(res.report_path) if res.report_path else None,
+    }
 
 
 def prepare_run(run: Path, ckpt: Path, runtime: str, build: Path | None) -> None:
@@ -123,19 +143,21 @@ def load_policy_for(run: Path, ckpt: Path, runtime: str, threads: int = 0):
         return rt.load(run, checkpoint=ckpt, **({"n_threads": threads} if threads else {}))
     import torch
 
-    from omnimodel.archs.openvla_oft.policy import load_policy
+    from omnimodel import archs
     from omnimodel.quant_sim import simulate
 
     if threads:
         torch.set_num_threads(threads)
-    policy = load_policy(ckpt)
+    policy = archs.for_checkpoint(ckpt).load_policy(ckpt)
     simulate(policy.model, run / "model.gguf")
     return policy
 
 
 def markdown(rows: list[dict], suites: list[str]) -> str:
     """The table as Markdown: one row per method, success % per suite and the mean."""
-    head = "| method | bpw | " + " | ".join(suites) + " | mean |\n|---|---|" + "---|" * (len(suites) + 1) + "\n"
+    head = (
+        "| method | bpw | " + " | ".join(suites) + " | mean |\n|---|---|" + "---|" * (len(suites) + 1) + "\n"
+    )
     body = ""
     for r in rows:
         cells = " | ".join(f"{100 * r['success_per_suite'].get(s, float('nan')):.1f}" for s in suites)
@@ -156,23 +178,45 @@ def main() -> None:
     ap.add_argument("--ablation-bpw", type=float, default=ABLATION_BPW)
     ap.add_argument("--only", default="", help="comma-separated row-name prefixes to run")
     ap.add_argument("--runtime", choices=("native", "sim"), default="native")
-    ap.add_argument("--build", type=Path, default=None, help="an existing native build directory")
+    ap.add_argument(
+        "--build",
+        type=Path,
+        default=None,
+        help="an existing native build directory (e.g. RUN/build of an f16 port of the checkpoint)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="eval processes (one thread each)")
+    ap.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="eval processes (one thread each)"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from omnimodel.atomic import atomic_path
-    from omnimodel.eval import evaluate_closed_loop, evaluate_closed_loop_parallel, suite_eval_tasks
+    from omnimodel.eval import (
+        action_protocol,
+        evaluate_closed_loop,
+        evaluate_closed_loop_parallel,
+        suite_eval_tasks,
+    )
 
     args.work.mkdir(parents=True, exist_ok=True)
     suites = [s for s in args.suites.split(",") if s] or None
     tasks = suite_eval_tasks(suites)
     suite_names = sorted({t.suite for t in tasks})
     demos = args.demos or ensure_demos(args.work, 3)
-    build = ensure_build(args.work, args.build) if args.runtime == "native" else None
+    build = None
+    if args.runtime == "native":
+        from omnimodel import archs
+
+        build = args.build and ensure_build(args.work, args.build)
+        build = build or ensure_port(args.work, args.checkpoint, archs.for_checkpoint(args.checkpoint).name)
+    postprocess, replan = action_protocol(
+        args.checkpoint
+    )  # the arch's eval protocol (π: LIBERO actions, replan 5)
     budgets = tuple(float(b) for b in args.budgets.split(",") if b)
-    plan = [("table1", *r) for r in table1_rows(budgets, args.calib_frames)] + [("table4", *r) for r in table4_rows(args.ablation_bpw)]
+    plan = [("table1", *r) for r in table1_rows(budgets, args.calib_frames)] + [
+        ("table4", *r) for r in table4_rows(args.ablation_bpw)
+    ]
     only = [p for p in args.only.split(",") if p]
     out_json = args.work / "table.json"
     done = {r["name"]: r for r in json.loads(out_json.read_text())["rows"]} if out_json.exists() else {}
@@ -181,7 +225,9 @@ def main() -> None:
             continue
         if name in done:
             continue
-        run = args.work / "runs" / name.replace(" ", "_").replace(":", "").replace("'", "").replace("+", "plus")
+        run = (
+            args.work / "runs" / name.replace(" ", "_").replace(":", "").replace("'", "").replace("+", "plus")
+        )
         if run.exists():
             shutil.rmtree(run)
         t0 = time.perf_counter()
@@ -191,10 +237,13 @@ def main() -> None:
         if args.workers > 1:
             factory = functools.partial(load_policy_for, run, args.checkpoint, args.runtime, 1)
             res = evaluate_closed_loop_parallel(factory, functools.partial(suite_eval_tasks, suites),
-                                                args.episodes_per_task, args.seed, args.workers)  # fmt: skip
+                                                args.episodes_per_task, args.seed, args.workers, postprocess,
+                                                replan=replan)  # fmt: skip
         else:
             policy = load_policy_for(run, args.checkpoint, args.runtime)
-            res = evaluate_closed_loop(policy, tasks, args.episodes_per_task, args.seed)
+            res = evaluate_closed_loop(
+                policy, tasks, args.episodes_per_task, args.seed, postprocess, replan=replan
+            )
             if hasattr(policy, "close"):
                 policy.close()
         row = {"table": table, "name": name, "spec": spec, "options": opts, "bpw": q["bpw"], "bytes": q["bytes"],
@@ -208,7 +257,9 @@ def main() -> None:
                                        "checkpoint": str(args.checkpoint), "rows": list(done.values())}, indent=1))  # fmt: skip
     rows = in_plan_order(list(done.values()), [name for _, name, _, _ in plan])
     md = "## Table 1\n\n" + markdown([r for r in rows if r["table"] == "table1"], suite_names)
-    md += f"\n## Table 4 (ablation, {args.ablation_bpw} bpw)\n\n" + markdown([r for r in rows if r["table"] == "table4"], suite_names)
+    md += f"\n## Table 4 (ablation, {args.ablation_bpw} bpw)\n\n" + markdown(
+        [r for r in rows if r["table"] == "table4"], suite_names
+    )
     with atomic_path(args.work / "table.md") as tmp:
         tmp.write_text(md)
     print(md)

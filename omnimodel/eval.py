@@ -118,6 +118,9 @@ def run_episode(
     """One closed-loop episode, executing each predicted chunk (its first `replan` actions) open loop: (success, steps)."""
     env = task.make_env()
     obs, info = env.reset(seed=env_seed)
+    reset = getattr(policy, "reset", None)
+    if callable(reset):  # a sampling policy's noise stream restarts from the episode's seed
+        reset(env_seed)
     steps = 0
     while steps < task.max_steps:
         images, proprio = task.prepare(obs)

@@ -427,6 +427,13 @@ omni_policy * omni_load(const char * gguf_path, const omni_params * params) {
 
 void omni_free(omni_policy * policy) { delete policy; }
 
+int omni_reset(omni_policy * P, uint64_t seed) {
+    return guarded([&] {
+        if (!P) throw omni_error(OMNI_ERR_INVALID_ARGUMENT, "omni_reset: policy is NULL");
+        P->model->reset(seed);
+    });
+}
+
 int omni_n_images(const omni_policy * p)     { return p ? p->model->n_images() : 0; }
 int omni_image_size(const omni_policy * p)   { return p ? p->model->image_size() : 0; }
 int omni_proprio_dim(const omni_policy * p)  { return p ? p->model->state_dim() : 0; }

@@ -243,6 +243,9 @@ struct omni_model {
         (void) state; (void) n_state;
         return omni_text_fill(T, instruction);
     }
+    // A new episode (omni_reset): a sampling policy restarts its noise stream from `seed`, so an
+    // episode's draws depend on its seed alone. Deterministic policies ignore it.
+    virtual void reset(uint64_t seed) { (void) seed; }
 };
 
 // Defined by the arch's graph file.

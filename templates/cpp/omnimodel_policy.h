@@ -54,6 +54,10 @@ OMNI_API void          omni_free(omni_policy * policy);
 OMNI_API const char *  omni_last_error(void);
 OMNI_API const char *  omni_arch(void);  /* the architecture this library runs (general.architecture) */
 
+/* A new episode: a sampling policy (flow matching) restarts its noise stream from `seed`, so the
+ * noise of the episode's k-th step is draw k of that seed whatever ran before; others ignore it. */
+OMNI_API int omni_reset(omni_policy * policy, uint64_t seed);
+
 /* Model sizes read from the GGUF metadata. */
 OMNI_API int omni_n_images(const omni_policy * policy);        /* images per step */
 OMNI_API int omni_image_size(const omni_policy * policy);      /* square image side */

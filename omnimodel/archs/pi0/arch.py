@@ -126,6 +126,11 @@ class PiArch(PackageArch):
             )
         return zoo.build_random_model(preset, seed), zoo.random_stats(seed).to_dict()
 
+    def shipped_checkpoints(self) -> dict[str, Path]:
+        from omnimodel.archs.pi0 import zoo
+
+        return {n: zoo.SHIPPED_DIR / n for n in zoo.SHIPPED if n.split("-")[0] == self.name}
+
     def trainer(self) -> Any:
         from omnimodel.archs.pi0 import train
 

@@ -181,10 +181,19 @@ class TorchPolicy:
         self.tokenizer = tokenizer
         self.stats = stats
         self.spec = spec
+        self._noise_seed: int | None = None  # set by reset(): the native runtime's noise stream
+        self._calls = 0
 
     @property
     def cfg(self) -> PiConfig:
         return self.model.cfg
+
+    def reset(self, seed: int) -> None:
+        """A new episode: predict_action's k-th noise (when none is given) is the native runtime's draw k of `seed`
+        (archs/pi0/noise.py, omni_reset), so an episode's noise depends on its seed alone and PyTorch and
+        native runs of one episode see the same noise. Before any reset, torch's generator draws it."""
+        self._noise_seed = int(seed)
+        self._calls = 0
 
     def prepare(self, images: list[np.ndarray], state: np.ndarray | None, instruction: str) -> PolicyInputs:
         """Resize and scale images (empty slots -1 and masked), normalise the state, build the prompt."""
@@ -256,6 +265,11 @@ class TorchPolicy:
     ) -> np.ndarray:
         """(H, robot action dims) actions in the dataset's units."""
         spec = self.spec
+        if noise is None and self._noise_seed is not None:
+            from omnimodel.archs.pi0.noise import flow_noise
+
+            noise = flow_noise(self._noise_seed, self._calls, (self.cfg.chunk, self.cfg.action_dim))
+            self._calls += 1
         norm = self.predict_normalized(self.prepare(images, state, instruction), noise)
         _needs(self.stats.action, spec.action_mode, "action", self.stats.source)
         actions = unnormalize(

@@ -28,6 +28,8 @@ from omnimodel.models.zoo import ModelInfo
 ROBOT_STATE_DIM = 8  # LIBERO: eef pos (3) + axis-angle (3) + gripper qpos (2)
 ROBOT_ACTION_DIM = 7  # LIBERO: 6 EEF deltas + gripper
 TINY = ("pi05-tiny", "pi0-tiny")
+SHIPPED_DIR = Path(__file__).resolve().parent / "zoo"  # package data: trained policies shipped with omnimodel
+SHIPPED = ("pi05-tiny-suite",)
 
 
 def init_weights(model: PI0, seed: int = 0) -> None:
