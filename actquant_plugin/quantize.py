@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +76,12 @@ def quantize(
     else:
         quantizer = spec.quantizer()
     calibration = None
+    t_calib = time.perf_counter()
     if calib is not None:
         log.info("[2/4] reading calibration demonstrations under %s (%s frames)", calib, calib_frames or "all")
         hooks = source.arch.quant_calibration()  # how the arch's policy builds its inputs and targets
         calibration = hooks.calibration_set(calib, source.config, ckpt, stats, calib_frames, seed, tok)
+    t_calib = time.perf_counter() - t_calib
     extra = {"stats": stats, "tokenizer": tok, "checkpoint": ckpt, "calib_frames": calib_frames}
     meta = source.arch.runtime_metadata(source.config, stats or source.stats or None)
     log.info("[3/4] planning types and scales with %s, then encoding", spec)
@@ -87,19 +90,20 @@ def quantize(
     log.info("[4/4] wrote %s (%.3f bpw quantized)", res.path, res.bpw)
     path = None
     if getattr(quantizer, "report", None) is not None:
-        path = add_gguf_result(quantizer.opts.report, res)
+        path = add_gguf_result(quantizer.opts.report, res, t_calib)
     return QuantizeResult(res, path)
 
 
-def add_gguf_result(report_path: str | Path, res) -> Path:
-    """Add what the converter wrote (path, bytes, bits per weight) and its encode time to quant_report.json."""
+def add_gguf_result(report_path: str | Path, res, calibration_set_s: float = 0.0) -> Path:
+    """Add what the converter wrote (path, bytes, bits per weight), its encode time and the time reading the
+    demonstrations took to quant_report.json."""
     from omnimodel.atomic import atomic_path
 
     path = Path(report_path)
     data = json.loads(path.read_text())
     data["gguf"] = {"path": str(res.path), "bytes": res.bytes, "bpw": res.bpw, "bpw_overall": res.bpw_overall,
                     "fallbacks": {k: list(v) for k, v in res.fallbacks.items()}}  # fmt: skip
-    data.setdefault("timings", {})["quantize"] = res.timings.get("encode", 0.0)
+    data.setdefault("timings", {}).update({"calibration_set": calibration_set_s, "quantize": res.timings.get("encode", 0.0)})
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
     return path

@@ -36,11 +36,11 @@ def tensor_transforms(cfg, plan: Plan, overrides: dict) -> dict[str, list[str]]:
 QUANT_REPORT = "quant_report.json"  # a calibration-driven quantizer's report: stage timings, peak memory, per tensor
 
 
-def _add_encode_time(path: Path, seconds: float) -> None:
+def _add_stage_times(path: Path, seconds: dict[str, float]) -> None:
     import json
 
     data = json.loads(path.read_text())
-    data.setdefault("timings", {})["quantize"] = seconds
+    data.setdefault("timings", {}).update(seconds)
     write_json(path, data)
 
 
@@ -59,11 +59,13 @@ def converter(state: PortState) -> dict:
     spec = QuantSpec.parse(state.get("quant", "f32"))
     calibration = None
     ckpt = Path(state["checkpoint"])
+    t_calib = time.perf_counter()
     if state.get("calib"):
         # The paper's calibration selection over the demonstrations, tokenised and normalised
         # exactly as this checkpoint's policy does it (the arch's calibration hooks).
         hooks = arch.quant_calibration()
         calibration = hooks.calibration_set(state["calib"], src.config, ckpt, stats, state.get("calib_frames"), 0)
+    t_calib = time.perf_counter() - t_calib
     if spec.needs_calibration or state.get("calib"):
         src.model = arch.load_model(ckpt)
     report_path = run_dir / QUANT_REPORT
@@ -78,8 +80,8 @@ def converter(state: PortState) -> dict:
         budget_bpw=spec.budget,
         extra={"checkpoint": ckpt, "report_path": str(report_path)},
     )
-    if report_path.exists():  # the quantizer's own report: add the encode time, the last stage
-        _add_encode_time(report_path, result.timings.get("encode", 0.0))
+    if report_path.exists():  # the quantizer's own report: add reading the demos (first) and encoding (last)
+        _add_stage_times(report_path, {"calibration_set": t_calib, "quantize": result.timings.get("encode", 0.0)})
     write_json(
         run_dir / "gguf.json",
         {
