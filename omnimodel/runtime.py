@@ -3,7 +3,7 @@
 `load(run_dir).predict_action(images, proprio, instruction)` gives the same (chunk, action_dim)
 un-normalised actions as the PyTorch `TorchPolicy`; tokenisation is done here with the
 checkpoint's tokenizer, everything else (crop, normalisation, forward, un-normalisation) in C++.
-A policy whose prompt carries the robot state (GGUF omnimodel.prompt.state: LeRobot π0.5) is
+A policy whose prompt carries the robot state (GGUF omnimodel.prompt.state, e.g. LeRobot policies that bin the state) is
 always prompted inside the library (omni_predict_text), so Python, C callers and `omnimodel serve`
 share one implementation of the state's normalisation, binning and tokenisation.
 """

@@ -28,7 +28,7 @@ class Keys:
         PROMPT_END_TOKEN = "omnimodel.prompt.end_token"  # appended unless the tokens already end with it
         # openpi's task cleaning before the template: strip, '_' and newlines to spaces
         PROMPT_CLEAN = "omnimodel.prompt.clean_instruction"
-        # the template's "{state}" takes the robot state (the arch's library writes it; π0.5: 256 bins),
+        # the template's "{state}" takes the robot state (the arch's library writes it, e.g. as 256 bins),
         # so the prompt needs the state: omni_predict_text / omni_prompt_tokens_state
         PROMPT_STATE = "omnimodel.prompt.state"
 

@@ -88,7 +88,7 @@ def build_prompt_ids(
 ) -> list[int]:
     """BOS + the arch's prompt template around the instruction, ending with `end_token` (if the vocabulary has it).
 
-    `bos_id`: LLaMA's 1 by default; PaliGemma's (π0) is 2.
+    `bos_id`: LLaMA's 1 by default; the GGUF's tokenizer.ggml.bos_token_id otherwise.
     """
     prompt = template.format(instruction=instruction.lower() if lowercase else instruction)
     ids = tok.encode(prompt).ids

@@ -193,7 +193,7 @@ void omni_center_crop(const uint8_t * src, uint8_t * dst, int H, int W, float ar
 // The generic prompt keys (omnimodel/ggufio/constants.py Keys.Omnimodel). The template's
 // "{instruction}" slot takes the instruction (cleaned as openpi does when clean_instruction, then
 // lower-cased when lowercase_instruction); when prompt.state is true its "{state}" slot takes the
-// robot state, which the arch's omni_model::prompt_text writes (π0.5: 256 bins).
+// robot state, which the arch's omni_model::prompt_text writes (e.g. as 256 bins).
 static const char * const OMNI_KEY_PROMPT_TEMPLATE  = "omnimodel.prompt.template";
 static const char * const OMNI_KEY_PROMPT_LOWERCASE = "omnimodel.prompt.lowercase_instruction";
 static const char * const OMNI_KEY_PROMPT_CLEAN     = "omnimodel.prompt.clean_instruction";
@@ -238,7 +238,7 @@ struct omni_model {
                              const int32_t * ids, int n_ids, float * actions) = 0;
     // The prompt text of one step (omni_predict_text, omni_prompt_tokens*) from the instruction and
     // the raw state (state may be NULL). Default: the GGUF's template around the instruction; an
-    // arch whose prompt carries the state (π0.5, prompt.state) overrides it to fill "{state}".
+    // arch whose prompt carries the state (prompt.state) overrides it to fill "{state}".
     virtual std::string prompt_text(const omni_text & T, const char * instruction, const float * state, int n_state) const {
         (void) state; (void) n_state;
         return omni_text_fill(T, instruction);

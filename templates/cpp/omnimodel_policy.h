@@ -75,8 +75,8 @@ OMNI_API int omni_predict(omni_policy * policy, const uint8_t * images, int n_im
 /* One control step from text: the instruction goes into the arch's prompt template (GGUF
  * metadata) and is tokenised by llama.cpp's vocabulary code from the GGUF's tokenizer.ggml.* keys;
  * otherwise as omni_predict. state: raw proprio (n_state values, 0 when the model takes none).
- * Where the prompt carries the state (GGUF omnimodel.prompt.state; LeRobot π0.5), the library
- * normalises it with the GGUF's statistics and writes it into the prompt (π0.5: 256 bins). */
+ * Where the prompt carries the state (GGUF omnimodel.prompt.state), the library
+ * normalises it with the GGUF's statistics and writes it into the prompt (e.g. as 256 bins). */
 OMNI_API int omni_predict_text(omni_policy * policy, const uint8_t * images, int n_images,
                                const float * state, int n_state, const char * instruction, float * actions_out);
 
