@@ -56,6 +56,10 @@ class ActQuantOptions:
     # RBF bandwidth: auto = median (the classical heuristic, s = median pairwise distance) for the
     # paper preset, hbar (the authors' rule, s = median SQUARED distance) for the authors' preset
     bandwidth: str = "auto"  # auto | median | hbar
+    # what HSIC(Y_l, A) compares with: auto = the arch's choice (its calibration hooks' hsic_target: the
+    # ground-truth chunks for an action-head policy, the predicted chunk for a flow-matching one);
+    # truth = the ground-truth normalised chunks; output = the model's action output of the capture forward
+    hsic_target: str = "auto"  # auto | truth | output
     lam: float = 0.5  # with an action-token head; forced to 1 without one
     rounds: int = 4
     skip: bool = True
@@ -71,6 +75,7 @@ class ActQuantOptions:
         """Raise QuantError on an unknown switch value."""
         checks = {"preset": ("paper", "authors"), "allocation": ("hsic", "uniform"), "objective": OBJECTIVES,
                   "bandwidth": ("auto", "median", "hbar"), "error_model": ("law", "measured"),
+                  "hsic_target": ("auto", "truth", "output"),
                   "lattice_weight": ("llama", "eq10"), "embed": ("fisher", "base", "budget"),
                   "iq1": ("auto", "on", "off")}  # fmt: skip
         for key, allowed in checks.items():
@@ -231,6 +236,10 @@ class ActQuant(Quantizer):
         wanted = allocate.PAPER_CANDIDATES + (allocate.IQ1_CANDIDATES if iq1 and o.preset == "paper" else ())
         return allocate.available_candidates(wanted)
 
+    def hsic_target(self, hooks) -> str:
+        """What HSIC's A is: the option, or the arch's choice under `auto`."""
+        return hooks.hsic_target if self.opts.hsic_target == "auto" else self.opts.hsic_target
+
     def embed_rule(self) -> str:
         """How the token table's type is chosen: the option, `base` under the authors' preset."""
         return "base" if self.opts.preset == "authors" else self.opts.embed
@@ -287,7 +296,7 @@ class ActQuant(Quantizer):
 
         o = self.opts
         dev = device if device.type == "cuda" else torch.device("cpu")
-        if hooks.hsic_target == "output":
+        if self.hsic_target(hooks) == "output":
             acts = torch.cat(outputs).reshape(len(calib), -1)
         else:
             acts = torch.from_numpy(hooks.truth(calib).reshape(len(calib), -1))
@@ -396,7 +405,8 @@ class ActQuant(Quantizer):
         self.report = ActQuantReport(
             method=self.name,
             options=dataclasses.asdict(o) | {"lam_effective": self._lam(model, hooks),
-                                             "bandwidth_effective": self.bandwidth_rule(), "candidates": candidates},
+                                             "bandwidth_effective": self.bandwidth_rule(), "candidates": candidates,
+                                             "hsic_target_effective": self.hsic_target(hooks)},
             budget_bpw=float(budget),
             planned_bpw=float(planned_bpw),
             objective_value=float(allocate.objective(mats, alloc.types)),

@@ -133,6 +133,14 @@ def test_hsic_targets_come_from_the_arch_hooks(hooks, model, ckpt, calib):
     flat = q._hsic_terms(model, calib, targets, CPU, torch.float32, Constant(arch), {}, {})
     assert all(ha == 0.0 for _, ha, _ in flat.values())  # A constant: no action information anywhere
     assert [hx for hx, _, _ in flat.values()] == [hx for hx, _, _ in terms.values()]
+    # the option overrides the arch's choice: against the ground-truth chunks the A terms change, X's do not
+    from actquant_plugin.plugin import ActQuantOptions
+
+    truth = ActQuant(ActQuantOptions(hsic_target="truth"))._hsic_terms(
+        model, calib, targets, CPU, torch.float32, hooks, {}, {}
+    )
+    assert [v[0] for v in truth.values()] == [v[0] for v in terms.values()]
+    assert [v[1] for v in truth.values()] != [v[1] for v in terms.values()]
 
 
 def test_dead_tensors_stay_out_of_the_budget(calib, tmp_path):
