@@ -44,6 +44,7 @@ from omnimodel.errors import ConfigError
 from omnimodel.models.preprocess import CROP_SCALE
 from omnimodel.suite import demos
 from omnimodel.suite.demos import DemoData, DemoSpec
+from omnimodel.training import Ema, TrainResult, adamw, lr_at, resolve_device
 
 log = logging.getLogger("omnimodel.train")  # the CLI raises this logger to INFO
 STATS_KEY = "omnimodel_suite"
@@ -84,24 +85,6 @@ class TrainConfig:
     init: str | None = None  # start from this checkpoint's weights instead of a random init
     mixed_batches: bool = True  # mix tasks (prompt lengths) in a batch through padding + a key mask
     extra: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks cuda when available; 'cpu' / 'cuda' as asked (cuda must exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r}: choose cpu, cuda or auto")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
-
-
-def _indexed(device: torch.device) -> torch.device:
-    """cuda -> cuda:<current> so that device comparisons with tensor.device hold."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 # ---------------------------------------------------------------- data (omnimodel.suite.demos, in OFT's action convention)
@@ -304,25 +287,6 @@ def padded_forward(
 
 
 # ---------------------------------------------------------------- training
-@dataclass
-class TrainResult:
-    """What a run produced."""
-
-    out_dir: Path
-    log: list[dict]
-    frames: int
-    episodes: int
-    seconds: float
-    eval: dict | None = None
-
-
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 class _Buckets:
     """Frames grouped by prompt length (a batch must share one prompt length); sampled in proportion to size."""
 
@@ -357,7 +321,7 @@ def train(
     if cfg.steps < 1 or cfg.batch < 1:
         raise ConfigError("--steps and --batch must be at least 1")
     t_start = time.perf_counter()
-    device = _indexed(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if data is None:
@@ -406,16 +370,8 @@ def train(
     frame_rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name or "embed" in name or "token" in name else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-        fused=device.type == "cuda",
-    )
-    ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
+    opt = adamw(model, cfg, device, ("norm", "embed", "token"))
+    ema = Ema(model, cfg.ema)
     use_amp = device.type == "cuda"
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -459,7 +415,7 @@ def train(
                 ids = None
             else:
                 ids = ids_t[int(task_t[idx[0]])].unsqueeze(0).expand(cfg.batch, -1)
-            lr = _lr_at(step, cfg)
+            lr = lr_at(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
             try:
@@ -480,10 +436,7 @@ def train(
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            if ema is not None:
-                d = min(cfg.ema, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - d)
+            ema.update(step)
             with torch.no_grad():  # accumulate on the device: no host sync per step
                 tok_acc = (logits.argmax(-1) == tokens[idx_d]).float().mean()
                 for key, val in (("loss", loss), ("l1", l1), ("ce", ce), ("tok_acc", tok_acc)):
@@ -522,10 +475,7 @@ def train(
             if step + 1 >= cfg.steps:
                 break
 
-    if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(model.parameters(), ema, strict=True):
-                p.copy_(e)
+    ema.copy_to_model()
     model.eval().cpu().float()
     out_dir = Path(out_dir)
     seconds = time.perf_counter() - t_start

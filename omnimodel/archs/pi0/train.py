@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import tempfile
 import time
@@ -41,6 +40,7 @@ from omnimodel.atomic import atomic_dir, atomic_path
 from omnimodel.errors import ConfigError
 from omnimodel.suite import demos
 from omnimodel.suite.demos import DemoData, DemoSpec
+from omnimodel.training import Ema, TrainResult, adamw, lr_at, resolve_device
 
 log = logging.getLogger("omnimodel.train")  # the CLI raises this logger to INFO
 ROBOT_ACTION_DIM = 7
@@ -81,19 +81,6 @@ class TrainConfig:
     init: str | None = None
     weight_dtype: str = "bfloat16"  # dtype of the written model.safetensors (the full presets' is bf16)
     extra: dict = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks cuda when available; 'cpu' / 'cuda' as asked (cuda must exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r}: choose cpu, cuda or auto")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but torch sees no CUDA device; use --device cpu")
-    if name == "cuda":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device(name)
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -149,7 +136,9 @@ def norm_actions(policy, actions: np.ndarray) -> np.ndarray:
     from omnimodel.archs.pi0.policy import normalize
 
     spec, cfg = policy.spec, policy.cfg
-    norm = normalize(actions.astype(np.float64), policy.stats.action, spec.action_mode, spec.eps, spec.origin == "openpi")
+    norm = normalize(
+        actions.astype(np.float64), policy.stats.action, spec.action_mode, spec.eps, spec.origin == "openpi"
+    )
     out = np.zeros((*actions.shape[:2], cfg.action_dim), np.float32)
     out[..., : actions.shape[-1]] = norm
     return out
@@ -160,10 +149,20 @@ def _rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
     return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
-def batch_images(images: torch.Tensor, gen: torch.Generator | None, cfg: TrainConfig, augment: bool) -> list[torch.Tensor]:
-    """(B, n, H, W, 3) uint8 -> per camera (B, 3, H, W) in [-1, 1]; random shift and colour jitter when augmenting."""
+def batch_images(
+    images: torch.Tensor, gen: torch.Generator | None, cfg: TrainConfig, augment: bool, size: int | None = None
+) -> list[torch.Tensor]:
+    """(B, n, H, W, 3) uint8 -> per camera (B, 3, S, S) in [-1, 1]; random shift and colour jitter when augmenting.
+
+    Square frames of another side are resized to `size` as `image_tensor` resizes them at inference.
+    """
     b, n, h, w, _ = images.shape
     x = images.permute(0, 1, 4, 2, 3).reshape(b * n, 3, h, w).float() * (1.0 / 255.0)
+    if size is not None and (h, w) != (size, size):
+        if h != w:
+            raise ConfigError(f"training frames are {h}x{w}; square frames are expected")
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+        h = w = size
     if augment:
         dev = gen.device
 
@@ -206,7 +205,9 @@ def flow_loss(v: torch.Tensor, u: torch.Tensor, dims: int) -> torch.Tensor:
     return F.mse_loss(v[..., :dims].float(), u[..., :dims].float())
 
 
-def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+def _sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Training attention through SDPA; fully masked (pad) query rows see themselves so nothing turns NaN."""
     sq, sk = mask.shape[-2:]
     eye = torch.zeros(sq, sk, dtype=torch.bool, device=mask.device)
@@ -216,25 +217,6 @@ def _sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
 
 
 # ---------------------------------------------------------------- training
-@dataclass
-class TrainResult:
-    """What a run produced."""
-
-    out_dir: Path
-    log: list[dict]
-    frames: int
-    episodes: int
-    seconds: float
-    eval: dict | None = None
-
-
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
-
 def init_for_training(model: PI0, seed: int) -> None:
     """Upstream's starting point for a fresh model: PyTorch's default layers, (1 + w) norms at w = 0,
     zero adaRMS modulation (each expert block starts gated off), embeddings N(0, 1/width), SigLIP
@@ -276,8 +258,10 @@ def train(
     torch.manual_seed(cfg.seed)
     mcfg = model_cfg or preset(cfg.preset)
     if data is None:
-        data = demos.load_hdf5_demos(cfg.demos, mcfg.chunk) if cfg.demos else demos.generate_demos(
-            demo_spec(cfg, mcfg.chunk), show_progress
+        data = (
+            demos.load_hdf5_demos(cfg.demos, mcfg.chunk)
+            if cfg.demos
+            else demos.generate_demos(demo_spec(cfg, mcfg.chunk), show_progress)
         )
     if data.actions.shape[1] != mcfg.chunk:
         raise ConfigError(f"the demos' chunks have {data.actions.shape[1]} steps, the model {mcfg.chunk}")
@@ -324,16 +308,8 @@ def train(
     frame_rng = np.random.default_rng([cfg.seed, 2])
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in name or "embed" in name else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-        fused=device.type == "cuda",
-    )
-    ema = [p.detach().clone() for p in model.parameters()] if cfg.ema > 0 else None
+    opt = adamw(model, cfg, device, ("norm", "embed"))
+    ema = Ema(model, cfg.ema)
     use_amp = device.type == "cuda"
     planned_steps = cfg.steps
     log_rows: list[dict] = []
@@ -352,11 +328,15 @@ def train(
                 idx_np = np.sort(frame_rng.choice(len(data), size=cfg.batch, replace=len(data) < cfg.batch))
                 idx = torch.from_numpy(idx_np)
                 idx_d = idx.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else idx
-                imgs = images_t[idx_d] if images_t.device == device else images_t[idx].to(device, non_blocking=True)
-                cams = batch_images(imgs, gen, cfg, cfg.augment)
+                imgs = (
+                    images_t[idx_d]
+                    if images_t.device == device
+                    else images_t[idx].to(device, non_blocking=True)
+                )
+                cams = batch_images(imgs, gen, cfg, cfg.augment, mcfg.vision.image)
                 cam_masks = [torch.ones(cfg.batch, dtype=torch.bool, device=device)] * n_cam
                 x_t, t, u = flow_targets(act_t[idx_d], gen, cfg.beta_a, cfg.beta_b)
-                lr = _lr_at(step, cfg)
+                lr = lr_at(step, cfg)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
@@ -367,10 +347,7 @@ def train(
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
-                if ema is not None:
-                    d = min(cfg.ema, (1 + step) / (10 + step))
-                    with torch.no_grad():
-                        torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - d)
+                ema.update(step)
                 acc = acc + loss.detach()  # on the device: no host sync per step
                 n_acc += 1
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
@@ -400,10 +377,7 @@ def train(
     finally:
         pi_model.attention = eager_attention
 
-    if ema is not None:
-        with torch.no_grad():
-            for p, e in zip(model.parameters(), ema, strict=True):
-                p.copy_(e)
+    ema.copy_to_model()
     model.eval().cpu().float()
     out_dir = Path(out_dir)
     summary = {
@@ -415,7 +389,9 @@ def train(
         "steps_run": cfg.steps,
         "bf16_autocast": use_amp,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "prompt_tokens_max": int(ids_np.shape[1]),
     }
@@ -438,7 +414,9 @@ def write_policy(model: PI0, out: Path, stats: ck.Stats, dtype: torch.dtype) -> 
 
     tok = build_char_tokenizer(model.cfg.vocab)
     out.mkdir(parents=True, exist_ok=True)
-    ck.write_checkpoint(model, out, stats, lambda d: save_tokenizer_files(tok, d, model.cfg.max_token_len), dtype)
+    ck.write_checkpoint(
+        model, out, stats, lambda d: save_tokenizer_files(tok, d, model.cfg.max_token_len), dtype
+    )
 
 
 def check_prompts(ckpt: Path, data: DemoData, ids: np.ndarray, mask: np.ndarray, n: int = 64) -> None:
@@ -451,10 +429,14 @@ def check_prompts(ckpt: Path, data: DemoData, ids: np.ndarray, mask: np.ndarray,
         inp = policy.prepare(list(data.images[i]), data.proprio[i], data.instructions[data.task[i]])
         want = inp.tokens[0].numpy()[: ids.shape[1]]
         if not np.array_equal(want, ids[i]) or int(inp.token_mask.sum()) != int(mask[i].sum()):
-            raise ConfigError(f"frame {i}: the trained prompt differs from the policy's; report this as a bug")
+            raise ConfigError(
+                f"frame {i}: the trained prompt differs from the policy's; report this as a bug"
+            )
 
 
-def _training_md(path: Path, cfg: TrainConfig, log_rows: list[dict], summary: dict, command: str | None, ev: dict | None) -> None:
+def _training_md(
+    path: Path, cfg: TrainConfig, log_rows: list[dict], summary: dict, command: str | None, ev: dict | None
+) -> None:
     lines = [
         "# Training record",
         "",
