@@ -21,7 +21,7 @@ import logging
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,18 @@ from omnimodel.atomic import atomic_dir, atomic_path
 from omnimodel.errors import ConfigError
 from omnimodel.models.preprocess import CROP_SCALE
 from omnimodel.suite import demos
-from omnimodel.suite.demos import DemoData, DemoSpec
-from omnimodel.training import Ema, TrainResult, adamw, lr_at, resolve_device
+from omnimodel.suite.demos import DemoData
+from omnimodel.training import (
+    BCConfig,
+    Ema,
+    TrainResult,
+    adamw,
+    demo_spec,
+    eval_section,
+    lr_at,
+    record_sections,
+    resolve_device,
+)
 
 log = logging.getLogger("omnimodel.train")  # the CLI raises this logger to INFO
 STATS_KEY = "omnimodel_suite"
@@ -54,37 +64,12 @@ N_BINS = 256
 
 # ---------------------------------------------------------------- configuration
 @dataclass
-class TrainConfig:
+class TrainConfig(BCConfig):
     """Every knob of a training run (written to TRAINING.md and train_log.jsonl)."""
 
-    steps: int = 15000
-    batch: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    warmup: int = 300
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    ce_weight: float = 0.2
-    ema: float = 0.999
-    episodes_per_task: int = 32
-    dart_fraction: float = 0.5  # share of episodes with perturbed execution
-    dart_block_prob: float = 0.35  # chance that an 8-step block of a DART episode is perturbed
-    dart_sigma: float = 0.35  # per-step noise (action units) in a perturbed block
-    dart_bias: float = 0.25  # per-block constant offset (action units)
-    augment: bool = True
-    hue: float = 0.02
-    seed: int = 0
-    device: str = "auto"
     preset: str = "openvla-oft-tiny"
-    suites: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-    workers: int = 0  # data-generation processes (0: one per CPU core)
-    log_every: int = 50
-    demos: str | None = None  # LIBERO-style HDF5 folder instead of on-the-fly expert data
-    eval_episodes: int = 0
-    time_budget: float = 0.0  # seconds of optimisation; >0 shortens the schedule after a timing probe
-    init: str | None = None  # start from this checkpoint's weights instead of a random init
+    ce_weight: float = 0.2
     mixed_batches: bool = True  # mix tasks (prompt lengths) in a batch through padding + a key mask
-    extra: dict = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- data (omnimodel.suite.demos, in OFT's action convention)
@@ -95,15 +80,9 @@ def policy_convention(actions: np.ndarray) -> np.ndarray:
     return policy_actions(actions)
 
 
-def demo_spec(cfg: TrainConfig) -> DemoSpec:
-    """The expert-data recipe of a training config (8-step label chunks)."""
-    return DemoSpec(tuple(cfg.suites), cfg.episodes_per_task, CHUNK, cfg.seed, cfg.dart_fraction,
-                    cfg.dart_block_prob, cfg.dart_sigma, cfg.dart_bias, cfg.workers)  # fmt: skip
-
-
 def record_episode(task, env_seed: int, dart: bool, cfg: TrainConfig) -> dict[str, np.ndarray] | None:
     """One expert episode (omnimodel.suite.demos.record_episode), its 8-step chunks in OFT's convention."""
-    ep = demos.record_episode(task, env_seed, dart, demo_spec(cfg))
+    ep = demos.record_episode(task, env_seed, dart, demo_spec(cfg, CHUNK))
     if ep is not None:
         ep["actions"] = policy_convention(ep["actions"])
     return ep
@@ -111,7 +90,7 @@ def record_episode(task, env_seed: int, dart: bool, cfg: TrainConfig) -> dict[st
 
 def generate_demos(cfg: TrainConfig, show_progress: bool = True) -> DemoData:
     """Expert episodes for every task of cfg.suites (omnimodel.suite.demos), actions in OFT's convention."""
-    data = demos.generate_demos(demo_spec(cfg), show_progress)
+    data = demos.generate_demos(demo_spec(cfg, CHUNK), show_progress)
     data.actions = policy_convention(data.actions)
     return data
 
@@ -540,25 +519,8 @@ def _training_md(
         "Behaviour cloning of OpenVLA-OFT on the omnimodel task suite (L1 on the action head +"
         f" {cfg.ce_weight} x cross-entropy on the LM-head action tokens), written by `omnimodel.train`.",
         "",
-        "## Command",
-        "",
-        "```",
-        command or "(called from Python: omnimodel.train.train)",
-        "```",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, indent=2),
-        "```",
-        "",
-        "## Run",
-        "",
-        "```json",
-        json.dumps(summary, indent=2),
-        "```",
-        "",
     ]
+    lines += record_sections(cfg, summary, command, "(called from Python: omnimodel.train.train)")
     if log_rows:
         first, last = log_rows[0], log_rows[-1]
         lines += [
@@ -574,11 +536,7 @@ def _training_md(
             "Every logged step is in train_log.jsonl.",
             "",
         ]
-    if ev is not None:
-        lines += ["## Closed-loop eval (PyTorch, this checkpoint)", "", f"{ev['episodes']} episodes, seed {ev['seed']}.", "",
-                  "| suite | success |", "|---|---:|"]  # fmt: skip
-        lines += [f"| {s} | {100 * v:.1f}% |" for s, v in ev["success_per_suite"].items()]
-        lines += [f"| mean | {100 * ev['success_mean']:.1f}% |", ""]
+    lines += eval_section(ev)
     path.write_text("\n".join(lines))
 
 

@@ -25,7 +25,7 @@ import logging
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,18 @@ from omnimodel.archs.pi0.model import PI0, PiConfig
 from omnimodel.atomic import atomic_dir, atomic_path
 from omnimodel.errors import ConfigError
 from omnimodel.suite import demos
-from omnimodel.suite.demos import DemoData, DemoSpec
-from omnimodel.training import Ema, TrainResult, adamw, lr_at, resolve_device
+from omnimodel.suite.demos import DemoData
+from omnimodel.training import (
+    BCConfig,
+    Ema,
+    TrainResult,
+    adamw,
+    demo_spec,
+    eval_section,
+    lr_at,
+    record_sections,
+    resolve_device,
+)
 
 log = logging.getLogger("omnimodel.train")  # the CLI raises this logger to INFO
 ROBOT_ACTION_DIM = 7
@@ -48,39 +58,16 @@ ROBOT_ACTION_DIM = 7
 
 # ---------------------------------------------------------------- configuration
 @dataclass
-class TrainConfig:
+class TrainConfig(BCConfig):
     """Every knob of a training run (written to TRAINING.md and train_log.jsonl)."""
 
-    steps: int = 15000
-    batch: int = 64
     lr: float = 3e-4
-    weight_decay: float = 0.01
     warmup: int = 500
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 1.0
-    ema: float = 0.999
-    episodes_per_task: int = 32
-    dart_fraction: float = 0.5
-    dart_block_prob: float = 0.35
-    dart_sigma: float = 0.35
-    dart_bias: float = 0.25
-    augment: bool = True
+    preset: str = "pi05-tiny"
     shift: float = 0.04  # largest random image shift, as a fraction of the side
-    hue: float = 0.02
     beta_a: float = 1.5  # t ~ Beta(beta_a, beta_b) * 0.999 + 0.001
     beta_b: float = 1.0
-    seed: int = 0
-    device: str = "auto"
-    preset: str = "pi05-tiny"
-    suites: tuple[str, ...] = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
-    workers: int = 0
-    log_every: int = 50
-    demos: str | None = None
-    eval_episodes: int = 0
-    time_budget: float = 0.0
-    init: str | None = None
     weight_dtype: str = "bfloat16"  # dtype of the written model.safetensors (the full presets' is bf16)
-    extra: dict = field(default_factory=dict)
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -91,12 +78,6 @@ def _dtype(name: str) -> torch.dtype:
 
 
 # ---------------------------------------------------------------- data and statistics
-def demo_spec(cfg: TrainConfig, chunk: int) -> DemoSpec:
-    """The expert-data recipe of a training config, labelled with the model's chunk length."""
-    return DemoSpec(tuple(cfg.suites), cfg.episodes_per_task, chunk, cfg.seed, cfg.dart_fraction,
-                    cfg.dart_block_prob, cfg.dart_sigma, cfg.dart_bias, cfg.workers)  # fmt: skip
-
-
 def dataset_stats(data: DemoData) -> ck.Stats:
     """LeRobot's per-feature statistics (mean, std, min, max, q01, q99) of the state and the executed actions."""
     from omnimodel.calib import stat_block
@@ -150,7 +131,11 @@ def _rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def batch_images(
-    images: torch.Tensor, gen: torch.Generator | None, cfg: TrainConfig, augment: bool, size: int | None = None
+    images: torch.Tensor,
+    gen: torch.Generator | None,
+    cfg: TrainConfig,
+    augment: bool,
+    size: int | None = None,
 ) -> list[torch.Tensor]:
     """(B, n, H, W, 3) uint8 -> per camera (B, 3, S, S) in [-1, 1]; random shift and colour jitter when augmenting.
 
@@ -443,34 +428,13 @@ def _training_md(
         "Behaviour cloning of π0.5 / π0 on the omnimodel task suite with the flow-matching loss"
         " (x_t = t·ε + (1−t)·a, target ε − a, t ~ Beta(1.5, 1)·0.999 + 0.001), written by `omnimodel train`.",
         "",
-        "## Command",
-        "",
-        "```",
-        command or "(called from Python: omnimodel.archs.pi0.train.train)",
-        "```",
-        "",
-        "## Configuration",
-        "",
-        "```json",
-        json.dumps({k: v for k, v in asdict(cfg).items() if k != "extra"}, indent=2),
-        "```",
-        "",
-        "## Run",
-        "",
-        "```json",
-        json.dumps(summary, indent=2),
-        "```",
-        "",
     ]
+    lines += record_sections(cfg, summary, command, "(called from Python: omnimodel.archs.pi0.train.train)")
     if log_rows:
         lines += ["## Loss", "", "| step | flow loss |", "|---:|---:|"]
         lines += [f"| {r['step']} | {r['loss']:.5f} |" for r in (log_rows[0], log_rows[-1])]
         lines += ["", "Every logged step is in train_log.jsonl.", ""]
-    if ev is not None:
-        lines += ["## Closed-loop eval (PyTorch, this checkpoint)", "", f"{ev['episodes']} episodes, seed {ev['seed']}.", "",
-                  "| suite | success |", "|---|---:|"]  # fmt: skip
-        lines += [f"| {s} | {100 * v:.1f}% |" for s, v in ev["success_per_suite"].items()]
-        lines += [f"| mean | {100 * ev['success_mean']:.1f}% |", ""]
+    lines += eval_section(ev)
     path.write_text("\n".join(lines))
 
 
