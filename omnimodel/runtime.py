@@ -78,6 +78,8 @@ def _bind(path: Path) -> ctypes.CDLL:
         lib.omni_prompt_tokens.argtypes = [ctypes.c_void_p, ctypes.c_char_p, _I32P, ctypes.c_int]
     if hasattr(lib, "omni_prompt_tokens_state"):  # libraries generated before the state went into prompts lack it
         lib.omni_prompt_tokens_state.argtypes = [ctypes.c_void_p, ctypes.c_char_p, _F32P, ctypes.c_int, _I32P, ctypes.c_int]
+    if hasattr(lib, "omni_reset"):  # libraries generated before per-episode noise lack it
+        lib.omni_reset.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
     return lib
 
 
@@ -120,12 +122,9 @@ class NativePolicy:
 
     def reset(self, seed: int) -> None:
         """A new episode: a sampling policy's noise stream restarts from `seed` (omni_reset; TorchPolicy.reset)."""
-        fn = getattr(self._lib, "omni_reset", None)
-        if fn is None:
+        if not hasattr(self._lib, "omni_reset"):
             return  # a library built before omni_reset: its policy keeps one stream
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-        fn.restype = ctypes.c_int
-        self._check(fn(self._live(), ctypes.c_uint64(int(seed) & (2**64 - 1))), "omni_reset")
+        self._check(self._lib.omni_reset(self._live(), int(seed) & (2**64 - 1)), "omni_reset")
 
     def close(self) -> None:
         """Free the native policy."""

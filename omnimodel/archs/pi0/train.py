@@ -193,11 +193,9 @@ def flow_loss(v: torch.Tensor, u: torch.Tensor, dims: int) -> torch.Tensor:
 def _sdpa_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """Training attention through SDPA; fully masked (pad) query rows see themselves so nothing turns NaN."""
-    sq, sk = mask.shape[-2:]
-    eye = torch.zeros(sq, sk, dtype=torch.bool, device=mask.device)
-    eye[:, sk - sq :] = torch.eye(sq, dtype=torch.bool, device=mask.device)
-    m = mask | (eye[None] & ~mask.any(-1, keepdim=True))
+    """Training attention through SDPA. A fully masked (pad) query row sees every key instead of none, so
+    nothing turns NaN; pad rows are masked keys for every valid row, so no valid output changes."""
+    m = mask | ~mask.any(-1, keepdim=True)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=m[:, None], scale=scale, enable_gqa=True)
 
 
